@@ -1,0 +1,159 @@
+"""The interaction-matrix types that readers produce and models, samplers and evaluators share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+
+from hlrm.errors import DataError
+
+
+def binary_csr(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """A binary float32 CSR matrix with sorted indices; duplicate pairs collapse to one entry."""
+    data = np.ones(len(users), dtype=np.float32)
+    matrix = sp.csr_matrix((data, (users, items)), shape=shape, dtype=np.float32)
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    matrix.sort_indices()
+    return matrix
+
+
+class IdMap:
+    """Original ids ↔ contiguous internal indices ``0..n-1``."""
+
+    def __init__(self, original_ids: np.ndarray, kind: str):
+        self.original_ids = np.asarray(original_ids)
+        self.kind = kind
+        self._index = {self._key(v): i for i, v in enumerate(self.original_ids.tolist())}
+
+    @staticmethod
+    def _key(value: object) -> str:
+        return str(value)
+
+    def __len__(self) -> int:
+        return len(self.original_ids)
+
+    def index(self, original_id: object) -> int:
+        """Internal index of ``original_id``; ids compare by their text, so ``"42"`` finds ``42``."""
+        try:
+            return self._index[self._key(original_id)]
+        except KeyError:
+            raise DataError(f"unknown {self.kind} id {original_id!r}") from None
+
+    def indices(self, original_ids: list[object]) -> np.ndarray:
+        return np.array([self.index(v) for v in original_ids], dtype=np.int64)
+
+
+@dataclass
+class SplitData:
+    """Train / validation / test interactions over one shared user and item index.
+
+    All three matrices are binary ``float32`` CSR of shape ``(n_users, n_items)``. ``user_ids`` and
+    ``item_ids`` hold the original ids (position = internal index); ``item_titles`` holds display
+    names where the dataset has them.
+    """
+
+    train: sp.csr_matrix
+    valid: sp.csr_matrix
+    test: sp.csr_matrix
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    name: str = "custom"
+    item_titles: np.ndarray | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        shapes = {m.shape for m in (self.train, self.valid, self.test)}
+        if len(shapes) != 1:
+            raise DataError(f"train/valid/test shapes differ: {sorted(shapes)}")
+        if self.train.shape != (len(self.user_ids), len(self.item_ids)):
+            raise DataError("id maps do not match the interaction matrix shape")
+        if self.train.nnz == 0:
+            raise DataError(f"{self.name}: the training split is empty")
+        if self.test.nnz == 0:
+            raise DataError(f"{self.name}: the test split is empty")
+
+    @property
+    def n_users(self) -> int:
+        return self.train.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.train.shape[1]
+
+    @cached_property
+    def users(self) -> IdMap:
+        return IdMap(self.user_ids, "user")
+
+    @cached_property
+    def items(self) -> IdMap:
+        return IdMap(self.item_ids, "item")
+
+    @cached_property
+    def train_valid(self) -> sp.csr_matrix:
+        """Everything a user is known to have before test time: masked when ranking for test."""
+        merged = (self.train + self.valid).tocsr()
+        merged.data[:] = 1.0
+        merged.sort_indices()
+        return merged
+
+    @cached_property
+    def item_popularity(self) -> np.ndarray:
+        """Number of training interactions per item."""
+        return np.asarray(self.train.sum(axis=0)).ravel().astype(np.int64)
+
+    def stats(self) -> dict[str, float | int | str]:
+        total = self.train.nnz + self.valid.nnz + self.test.nnz
+        return {
+            "dataset": self.name,
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": total,
+            "train": self.train.nnz,
+            "valid": self.valid.nnz,
+            "test": self.test.nnz,
+            "density": total / (self.n_users * self.n_items),
+            "test_users": int((np.diff(self.test.indptr) > 0).sum()),
+        }
+
+    def item_label(self, index: int) -> str:
+        label = str(self.item_ids[index])
+        if self.item_titles is not None and self.item_titles[index]:
+            label = f"{label} ({self.item_titles[index]})"
+        return label
+
+    def save(self, path: str) -> None:
+        """Store the split as one ``.npz`` (no pickles) so a run can be re-evaluated later."""
+        arrays: dict[str, np.ndarray] = {
+            "user_ids": self.user_ids.astype(str),
+            "item_ids": self.item_ids.astype(str),
+            "name": np.array(self.name),
+        }
+        if self.item_titles is not None:
+            arrays["item_titles"] = self.item_titles.astype(str)
+        for part in ("train", "valid", "test"):
+            coo = getattr(self, part).tocoo()
+            arrays[f"{part}_rows"] = coo.row.astype(np.int32)
+            arrays[f"{part}_cols"] = coo.col.astype(np.int32)
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: str) -> SplitData:
+        with np.load(path, allow_pickle=False) as z:
+            user_ids, item_ids = z["user_ids"], z["item_ids"]
+            shape = (len(user_ids), len(item_ids))
+            parts = {
+                part: binary_csr(z[f"{part}_rows"], z[f"{part}_cols"], shape)
+                for part in ("train", "valid", "test")
+            }
+            titles = z["item_titles"] if "item_titles" in z.files else None
+            return cls(
+                **parts,
+                user_ids=user_ids,
+                item_ids=item_ids,
+                name=str(z["name"]),
+                item_titles=titles,
+            )

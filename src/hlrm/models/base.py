@@ -1,0 +1,159 @@
+"""The contract every recommender follows, and the registry that builds them by name.
+
+A model maps users (and, for history-based models, a padded pool of each user's past items) to a
+score for every item, higher meaning more relevant. Metric-learning models also expose the squared
+distances the hinge loss needs; the trainer, the sampler and the evaluator only talk to this API.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import scipy.sparse as sp
+import torch
+from torch import Tensor, nn
+
+from hlrm.errors import ConfigError
+
+
+class History(NamedTuple):
+    """A padded pool of past items per row: ``items`` (R, P) int64 with pad index ``n_items`` and
+    ``mask`` (R, P) bool, True on real entries. P may be 0."""
+
+    items: Tensor
+    mask: Tensor
+
+    def to(self, device: torch.device | str) -> History:
+        return History(self.items.to(device), self.mask.to(device))
+
+
+@dataclass
+class TrainBatch:
+    """One training batch: B (user, positive) pairs, k negatives each, optional history pools."""
+
+    users: Tensor  # (B,)
+    positives: Tensor  # (B,)
+    negatives: Tensor  # (B, k)
+    history: History | None = None  # the user's items with the positive removed
+
+    def to(self, device: torch.device | str) -> TrainBatch:
+        return TrainBatch(
+            self.users.to(device),
+            self.positives.to(device),
+            self.negatives.to(device),
+            None if self.history is None else self.history.to(device),
+        )
+
+
+class Objective(nn.Module):
+    """Turns per-triplet terms into the scalar loss; implemented in :mod:`hlrm.training.losses`."""
+
+    def hinge(self, positive_distance: Tensor, negative_distance: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def reduce(self, terms: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+def normal_init_(tensor: Tensor, dim: int) -> Tensor:
+    """Normal(0, 1/sqrt(d)), the official init for embeddings, keys and memories (norms ≈ 1)."""
+    with torch.no_grad():
+        return tensor.normal_(0.0, dim**-0.5)
+
+
+def project_rows_(weight: Tensor, max_norm: float = 1.0) -> None:
+    """Rescale rows with norm > ``max_norm`` onto the ball's surface; rows inside are unchanged."""
+    with torch.no_grad():
+        norms = weight.norm(dim=1, keepdim=True)
+        weight.mul_(torch.clamp(max_norm / norms.clamp_min(1e-12), max=1.0))
+
+
+class Recommender(nn.Module):
+    """Base class of all models.
+
+    Subclasses set ``name`` and implement :meth:`score`; trainable ones implement :meth:`loss`
+    (metric-learning models implement :meth:`pair_distances` and inherit the hinge loss).
+    ``hparams`` holds the constructor arguments so a checkpoint can rebuild the model.
+    """
+
+    name: ClassVar[str]
+    trainable: ClassVar[bool] = True
+    #: Models that read a pool of the user's past items (AdaCML, HLR, HLR++) set this.
+    uses_history: ClassVar[bool] = False
+
+    def __init__(self, n_users: int, n_items: int) -> None:
+        super().__init__()
+        self.n_users = n_users
+        self.n_items = n_items
+        self.hparams: dict[str, Any] = {}
+        #: Pool size P and sampling rule ("random" or "unpop") for history-based models.
+        self.history_size = 0
+        self.history_sampling = "random"
+
+    def prepare(self, train: sp.csr_matrix) -> None:
+        """Data-dependent setup before training or scoring (popularity counts, neighbourhoods)."""
+
+    def pair_distances(self, batch: TrainBatch) -> tuple[Tensor, Tensor]:
+        """Distances of each user to its positive (B,) and to its negatives (B, k)."""
+        raise NotImplementedError(f"{self.name} does not define pair distances")
+
+    def loss(self, batch: TrainBatch, objective: Objective) -> Tensor:
+        positive, negative = self.pair_distances(batch)
+        return objective.reduce(objective.hinge(positive, negative))
+
+    def score(self, users: Tensor, history: History | None = None) -> Tensor:
+        """Scores (U, n_items) of every item for ``users``; higher is better."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Constraints applied after every optimiser step (unit-ball projection)."""
+
+
+MODELS: dict[str, type[Recommender]] = {}
+ALIASES: dict[str, str] = {}
+
+
+def register(*aliases: str):
+    def decorate(cls: type[Recommender]) -> type[Recommender]:
+        MODELS[cls.name] = cls
+        for alias in aliases:
+            ALIASES[alias] = cls.name
+        return cls
+
+    return decorate
+
+
+def canonical_name(name: str) -> str:
+    key = name.lower()
+    key = ALIASES.get(key, key)
+    if key not in MODELS:
+        known = ", ".join(sorted(MODELS))
+        raise ConfigError(f"unknown model {name!r}; known models: {known}")
+    return key
+
+
+def model_parameters(name: str) -> dict[str, Any]:
+    """The hyper-parameters a model accepts, with their defaults."""
+    signature = inspect.signature(MODELS[canonical_name(name)].__init__)
+    return {
+        p.name: p.default
+        for p in signature.parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
+    }
+
+
+def create_model(name: str, n_users: int, n_items: int, **params: Any) -> Recommender:
+    """Build a registered model; unknown hyper-parameters are a :class:`ConfigError`."""
+    key = canonical_name(name)
+    accepted = model_parameters(key)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"model {key!r} has no option(s) {', '.join(unknown)}; "
+            f"its options are: {', '.join(sorted(accepted))}"
+        )
+    model = MODELS[key](n_users, n_items, **params)
+    model.hparams = {**accepted, **params}
+    return model
