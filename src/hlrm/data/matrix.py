@@ -37,7 +37,7 @@ class IdMap:
         return len(self.original_ids)
 
     def index(self, original_id: object) -> int:
-        """Internal index of ``original_id``; ids compare by their text, so ``"42"`` finds ``42``."""
+        """Internal index of ``original_id``; ids compare by their text (``"42"`` finds ``42``)."""
         try:
             return self._index[self._key(original_id)]
         except KeyError:

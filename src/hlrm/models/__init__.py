@@ -1,6 +1,16 @@
 """Recommender models. Importing this package registers every model by name."""
 
-from hlrm.models import cml, popularity  # noqa: F401  (registration side effects)
+from hlrm.models import (  # noqa: F401  (registration)
+    adacml,
+    als,
+    bpr,
+    cml,
+    hlr,
+    lrml,
+    neighbors,
+    popularity,
+    transcf,
+)
 from hlrm.models.base import (
     MODELS,
     History,

@@ -67,7 +67,8 @@ def project_rows_(weight: Tensor, max_norm: float = 1.0) -> None:
     """Rescale rows with norm > ``max_norm`` onto the ball's surface; rows inside are unchanged."""
     with torch.no_grad():
         norms = weight.norm(dim=1, keepdim=True)
-        weight.mul_(torch.clamp(max_norm / norms.clamp_min(1e-12), max=1.0))
+        scale = torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms))
+        weight.mul_(scale)
 
 
 class Recommender(nn.Module):

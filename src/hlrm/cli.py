@@ -1,0 +1,418 @@
+"""The ``hlrm`` command line: quickstart, datasets, train, evaluate, recommend."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hlrm.config import RunConfig, parse_value
+from hlrm.errors import ConfigError, HlrmError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Collaborative metric learning recommenders with latent relations.",
+)
+datasets_app = typer.Typer(help="List the known datasets, or show one after preprocessing.")
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+
+HLRM_TYPES = {"base": "hlr", "plus": "hlr++"}
+HEADLINE = ["ndcg@10", "recall@10", "precision@10", "hit@10", "map@10", "mrr@10"]
+
+
+def parse_ks(text: str) -> list[int]:
+    try:
+        ks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--k expects comma-separated integers such as 5,10,20, not {text!r}"
+        ) from None
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"--k expects positive integers, not {text!r}")
+    return ks
+
+
+def metrics_table(rows: dict[str, dict[str, Any]], keys: list[str], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("model")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, metrics in rows.items():
+        cells = []
+        for key in keys:
+            value = metrics.get(key)
+            std = metrics.get(f"{key}_std")
+            text = "–" if value is None else f"{value:.4f}"
+            cells.append(text if std is None else f"{text} ± {std:.4f}")
+        table.add_row(name, *cells)
+    return table
+
+
+GRID_METRICS = [
+    "ndcg", "recall", "precision", "hit", "map", "mrr",
+    "paper_map", "paper_mrr", "local_ndcg", "coverage", "popularity",
+]  # fmt: skip
+
+
+def metric_grid(metrics: dict[str, Any], ks: list[int], title: str) -> Table:
+    """Metrics as rows and cut-offs as columns, with ± std when cohorts were used."""
+    table = Table(title=title)
+    table.add_column("metric")
+    for k in ks:
+        table.add_column(f"@{k}", justify="right")
+    for name in GRID_METRICS:
+        if not any(f"{name}@{k}" in metrics for k in ks):
+            continue
+        cells = []
+        for k in ks:
+            value, std = metrics.get(f"{name}@{k}"), metrics.get(f"{name}@{k}_std")
+            text = "–" if value is None else f"{value:.4f}"
+            cells.append(text if std is None else f"{text} ± {std:.4f}")
+        table.add_row(name, *cells)
+    return table
+
+
+# ---- quickstart ----------------------------------------------------------------------------------
+@app.command()
+def quickstart(
+    epochs: Annotated[int, typer.Option(help="Training epochs for CML.")] = 15,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Also keep the CML run directory here.")
+    ] = None,
+) -> None:
+    """Train CML on a built-in synthetic data set and compare it with popularity (no download)."""
+    from hlrm.data.pipeline import DataConfig, describe
+    from hlrm.runs import train
+
+    base = RunConfig(data=DataConfig(dataset="synthetic"))
+    base.train.epochs = epochs
+    base.train.device = device
+    base.train.lr = 2e-3
+    base.eval.ks = [10]
+    rows: dict[str, dict[str, Any]] = {}
+    for name in ("popularity", "cml"):
+        config = RunConfig.from_dict(base.to_dict())
+        config.model.name = name
+        console.print(f"[bold]training {name}[/bold]")
+        run = train(config, run_dir if name == "cml" else None, progress=True)
+        rows[name] = run.metrics or {}
+    stats = describe(run.split)
+    console.print(
+        f"synthetic data: {stats['users']} users, {stats['items']} items, "
+        f"{stats['interactions']} interactions (split 72/8/20, all test users, full ranking)"
+    )
+    console.print(metrics_table(rows, HEADLINE, "quickstart: test metrics"))
+    lift = rows["cml"]["ndcg@10"] / max(rows["popularity"]["ndcg@10"], 1e-12)
+    console.print(f"CML NDCG@10 is {lift:.1f}× popularity's.")
+
+
+# ---- datasets ------------------------------------------------------------------------------------
+@datasets_app.callback(invoke_without_command=True)
+def datasets_list(ctx: typer.Context) -> None:
+    """List the known datasets: size, licence, and whether they are available here."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from hlrm.data.registry import list_datasets
+
+    table = Table(title="datasets (local directory: $HLRM_DATA_DIR, cache: $HLRM_CACHE_DIR)")
+    rows = list_datasets()
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(
+    name: Annotated[str, typer.Argument(help="Dataset name, e.g. ml-100k.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Statistics of a dataset after its default preprocessing and split."""
+    from hlrm.data.pipeline import DataConfig, describe, load_split
+
+    stats = describe(load_split(DataConfig(dataset=name).resolved()))
+    if as_json:
+        typer.echo(json.dumps(stats, indent=2, default=str))
+        return
+    table = Table(title=f"{name} after preprocessing")
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        table.add_row(key, f"{value:.6f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+# ---- train ---------------------------------------------------------------------------------------
+def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
+    """Put every option the user gave (not None) into its config section."""
+    sections = {
+        "data": (
+            "dataset", "path", "format", "user_col", "item_col", "rating_col",
+            "timestamp_col", "sep", "min_rating", "user_core", "item_core", "split",
+        ),
+        "train": (
+            "epochs", "batch_size", "lr", "lr_gamma", "clip_grad", "margin", "reduction",
+            "negatives", "negative_selection", "rank_weight", "shuffle", "select_by",
+            "patience", "freeze_embeddings", "device",
+        ),
+        "eval": ("cohorts", "cohort_size", "max_users"),
+    }  # fmt: skip
+    for section, names in sections.items():
+        for name in names:
+            if options.get(name) is not None:
+                setattr(getattr(config, section), name, options[name])
+    if options.get("core") is not None:
+        config.data.user_core = config.data.item_core = options["core"]
+    if options.get("seed") is not None:
+        config.seed = config.data.seed = options["seed"]
+    if options.get("ks") is not None:
+        config.eval.ks = parse_ks(options["ks"])
+    if options.get("init_from") is not None:
+        config.init_from = str(options["init_from"])
+    if options.get("model") is not None:
+        if options["model"] != config.model.name:
+            config.model.params = {}
+        config.model.name = options["model"]
+    for name, value in options.get("model_params", {}).items():
+        if value is not None:
+            config.model.params[name] = value
+    for item in options.get("params") or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param expects key=value, not {item!r}")
+        config.model.params[key.strip().replace("-", "_")] = parse_value(value.strip())
+    if config.data.dataset and config.data.path:
+        if options.get("path") is not None:
+            config.data.dataset = None
+        else:
+            config.data.path = None
+    return config
+
+
+@app.command("train")
+def train_command(
+    model: Annotated[str | None, typer.Option(help="Model name (cml, popularity, ...).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="A named dataset (hlrm datasets).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Your own interaction file.")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="csv, tsv, parquet, movielens, lightgcn, citeulike, hetrec or diffnet.",
+        ),
+    ] = None,
+    user_col: Annotated[str | None, typer.Option(help="User column (csv/tsv/parquet).")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Item column.")] = None,
+    rating_col: Annotated[str | None, typer.Option(help="Rating or weight column.")] = None,
+    timestamp_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
+    sep: Annotated[str | None, typer.Option(help="Field separator for csv.")] = None,
+    min_rating: Annotated[float | None, typer.Option(help="Keep ratings >= this.")] = None,
+    core: Annotated[int | None, typer.Option(help="n-core for users and items.")] = None,
+    user_core: Annotated[int | None, typer.Option(help="Minimum interactions per user.")] = None,
+    item_core: Annotated[int | None, typer.Option(help="Minimum interactions per item.")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="random, user_ratio, leave_one_out, temporal, temporal_user, given."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per batch.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    lr_gamma: Annotated[float | None, typer.Option(help="Per-epoch lr decay factor.")] = None,
+    clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0: off).")] = None,
+    margin: Annotated[float | None, typer.Option(help="Hinge margin.")] = None,
+    reduction: Annotated[str | None, typer.Option(help="Loss reduction: mean or sum.")] = None,
+    negatives: Annotated[int | None, typer.Option(help="Negatives per positive.")] = None,
+    negative_selection: Annotated[
+        str | None, typer.Option(help="all, or closest (original CML).")
+    ] = None,
+    rank_weight: Annotated[
+        bool | None, typer.Option(help="Original CML's WARP rank weight.")
+    ] = None,
+    shuffle: Annotated[str | None, typer.Option(help="epoch, or once (official).")] = None,
+    select_by: Annotated[
+        str | None, typer.Option(help="valid_loss or a validation metric such as ndcg@10.")
+    ] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience (0: off).")] = None,
+    emb_size: Annotated[int | None, typer.Option(help="Embedding size d.")] = None,
+    num_relations: Annotated[
+        int | None, typer.Option(help="Memory slots N of LRML / HLR / HLR++.")
+    ] = None,
+    num_inter: Annotated[
+        int | None, typer.Option(help="History pool size P of HLR / HLR++ / AdaCML.")
+    ] = None,
+    history_sampling: Annotated[
+        str | None, typer.Option(help="History sub-sampling: random or unpop.")
+    ] = None,
+    hlrm_type: Annotated[
+        str | None, typer.Option(help="base (= --model hlr) or plus (= --model hlr++).")
+    ] = None,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Warm-start embeddings from this run directory.")
+    ] = None,
+    freeze_embeddings: Annotated[
+        bool | None, typer.Option(help="Keep warm-started embeddings fixed.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Any model option as key=value (repeatable).")
+    ] = None,
+    k: Annotated[str | None, typer.Option("--k", help="Cut-offs, e.g. 5,10,20.")] = None,
+    cohorts: Annotated[
+        int | None, typer.Option(help="Paper protocol: n cohorts of test users (0: all).")
+    ] = None,
+    cohort_size: Annotated[int | None, typer.Option(help="Users per cohort.")] = None,
+    eval_size: Annotated[
+        int | None, typer.Option(help="Evaluate a fixed-seed sample of n test users.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for split, sampling and init.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML configuration file.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where to write the run.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --run-dir.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train a model and evaluate it on the test split; options override --config."""
+    from hlrm.runs import train
+
+    if hlrm_type is not None:
+        if hlrm_type not in HLRM_TYPES:
+            raise ConfigError(f"--hlrm-type must be base or plus, not {hlrm_type!r}")
+        if model is not None and model != HLRM_TYPES[hlrm_type]:
+            raise ConfigError(f"--hlrm-type {hlrm_type} contradicts --model {model}")
+        model = HLRM_TYPES[hlrm_type]
+    if resume and run_dir is None:
+        raise ConfigError("--resume needs --run-dir")
+    if resume and config is None and (run_dir / "config.toml").is_file():
+        config = run_dir / "config.toml"
+    run_config = RunConfig.from_toml(config) if config else RunConfig()
+    run_config = apply_overrides(
+        run_config,
+        model=model, dataset=dataset, path=None if data is None else str(data), format=fmt,
+        user_col=user_col, item_col=item_col, rating_col=rating_col,
+        timestamp_col=timestamp_col, sep=sep, min_rating=min_rating, core=core,
+        user_core=user_core, item_core=item_core, split=split, epochs=epochs,
+        batch_size=batch_size, lr=lr, lr_gamma=lr_gamma, clip_grad=clip, margin=margin,
+        reduction=reduction, negatives=negatives, negative_selection=negative_selection,
+        rank_weight=rank_weight, shuffle=shuffle, select_by=select_by, patience=patience,
+        freeze_embeddings=freeze_embeddings, device=device, seed=seed, ks=k,
+        cohorts=cohorts, cohort_size=cohort_size, max_users=eval_size,
+        init_from=init_from, params=param, model_params={
+            "dim": emb_size, "n_slots": num_relations, "history_size": num_inter,
+            "history_sampling": history_sampling,
+        },
+    )  # fmt: skip
+    if not run_config.data.dataset and not run_config.data.path:
+        raise ConfigError("say what to train on: --dataset NAME or --data FILE (or --config)")
+    run = train(run_config, run_dir, resume=resume, progress=not quiet)
+    metrics = run.metrics or {}
+    console.print(metric_grid(metrics, run.config.eval.ks, f"{run.model.name}: test metrics"))
+    if run_dir is not None:
+        console.print(f"run written to {run_dir}")
+
+
+# ---- evaluate ------------------------------------------------------------------------------------
+@app.command("evaluate")
+def evaluate_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by hlrm train.")],
+    k: Annotated[str | None, typer.Option("--k", "--topk", help="Cut-offs, e.g. 5,10,20.")] = None,
+    cohorts: Annotated[int | None, typer.Option(help="n cohorts (paper protocol).")] = None,
+    eval_size: Annotated[int | None, typer.Option(help="A fixed-seed sample of users.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Re-evaluate a saved run on its test split."""
+    from hlrm.runs import Run
+
+    run = Run.open(run_dir, device)
+    ks = parse_ks(k) if k else None
+    result = run.evaluate(ks, cohorts=cohorts, max_users=eval_size, device=device)
+    if as_json:
+        typer.echo(json.dumps({**result.metrics, "protocol": result.protocol}, indent=2))
+        return
+    title = f"{run.model.name} ({run_dir}): test metrics"
+    console.print(metric_grid(result.metrics, ks or run.config.eval.ks, title))
+
+
+# ---- recommend -----------------------------------------------------------------------------------
+@app.command("recommend")
+def recommend_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by hlrm train.")],
+    user: Annotated[str | None, typer.Option(help="A known user's original id.")] = None,
+    items: Annotated[
+        str | None, typer.Option(help="A new user's items: comma-separated original ids.")
+    ] = None,
+    k: Annotated[int, typer.Option("--k", "--topk", help="How many items.")] = 10,
+    explain: Annotated[
+        bool, typer.Option(help="Show what led to each item (HLR, HLR++, LRML).")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Top-k unseen items for a user, or for a new user given by their items (fold-in)."""
+    from dataclasses import asdict
+
+    from hlrm.runs import Run, recommend
+
+    if (user is None) == (items is None):
+        raise ConfigError("give --user ID or --items ID,ID,... (one of the two)")
+    run = Run.open(run_dir, device)
+    given = None if items is None else [part.strip() for part in items.split(",") if part.strip()]
+    recommendations = recommend(run, user=user, items=given, k=k, explain=explain)
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in recommendations], indent=2))
+        return
+    who = f"user {user}" if user is not None else f"a new user with {len(given or [])} items"
+    table = Table(title=f"{run.model.name}: top {len(recommendations)} for {who}")
+    for column in ("rank", "item", "title", "score"):
+        table.add_column(column)
+    if explain:
+        table.add_column("because")
+    for rec in recommendations:
+        cells = [str(rec.rank), rec.item_id, rec.title or "", f"{rec.score:.4f}"]
+        if explain:
+            cells.append(explain_text(rec.explanation))
+        table.add_row(*cells)
+    console.print(table)
+    if explain and recommendations and recommendations[0].explanation is None:
+        console.print(f"({run.model.name} has no explanation; HLR, HLR++ and LRML have one)")
+
+
+def explain_text(explanation: dict[str, list[dict[str, Any]]] | None) -> str:
+    if not explanation:
+        return ""
+    lines = []
+    for module, rows in explanation.items():
+        entries = []
+        for row in rows[:3]:
+            name = row.get("title") or row.get("item_id") or f"slot {row.get('slot')}"
+            entries.append(f"{name} {row['weight']:.2f}")
+        lines.append(f"{module}: " + "; ".join(entries))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except HlrmError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,138 @@
+"""Run configuration: one TOML file with ``seed`` and the sections ``[data]``, ``[model]``,
+``[train]`` and ``[eval]``.
+
+``[model]`` holds ``name`` plus that model's hyper-parameters. A run directory stores the resolved
+configuration (every default filled in), so ``hlrm train --config run/config.toml`` repeats a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from hlrm.data.pipeline import DataConfig
+from hlrm.errors import ConfigError
+from hlrm.models.base import canonical_name, model_parameters
+from hlrm.training.trainer import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cml"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> ModelConfig:
+        name = canonical_name(self.name)
+        defaults = model_parameters(name)
+        unknown = sorted(set(self.params) - set(defaults))
+        if unknown:
+            raise ConfigError(
+                f"model {name!r} has no option(s) {', '.join(unknown)}; "
+                f"its options are: {', '.join(sorted(defaults)) or 'none'}"
+            )
+        return ModelConfig(name, {**defaults, **self.params})
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    cohorts: int = 0  # 0: every test user; n: the paper's protocol with n cohorts
+    cohort_size: int = 10_000
+    max_users: int = 0  # 0: all; n: a fixed-seed sample of n test users
+
+    def validate(self) -> None:
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"cut-offs k must be positive integers, not {self.ks}")
+
+
+@dataclass
+class RunConfig:
+    seed: int = 2021
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    #: A trained run whose user and item embeddings initialise this model (warm start).
+    init_from: str = ""
+
+    def resolved(self) -> RunConfig:
+        self.train.validate()
+        self.eval.validate()
+        return dataclasses.replace(self, data=self.data.resolved(), model=self.model.resolved())
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(obj: Any) -> Any:
+            if isinstance(obj, dict):
+                return {k: clean(v) for k, v in obj.items() if v is not None}
+            if isinstance(obj, (list, tuple)):
+                return [clean(v) for v in obj]
+            return obj
+
+        out: dict[str, Any] = {"seed": self.seed}
+        if self.init_from:
+            out["init_from"] = self.init_from
+        out["data"] = clean(dataclasses.asdict(self.data))
+        out["model"] = clean({"name": self.model.name, **self.model.params})
+        out["train"] = clean(dataclasses.asdict(self.train))
+        out["eval"] = clean(dataclasses.asdict(self.eval))
+        return out
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "configuration") -> RunConfig:
+        raw = dict(raw)
+        known = {"seed", "init_from", "data", "model", "train", "eval"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}")
+        model = dict(raw.pop("model", {}))
+        config = cls(
+            seed=int(raw.get("seed", 2021)),
+            init_from=str(raw.get("init_from", "")),
+            data=_section(DataConfig, raw.get("data", {}), "data", source),
+            model=ModelConfig(str(model.pop("name", "cml")), model),
+            train=_section(TrainConfig, raw.get("train", {}), "train", source),
+            eval=_section(EvalConfig, raw.get("eval", {}), "eval", source),
+        )
+        return config
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        return cls.from_dict(raw, str(path))
+
+
+def _section(kind: type, values: dict[str, Any], name: str, source: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown option(s) in [{name}]: {', '.join(unknown)}")
+    if isinstance(values.get("fractions"), list):  # TOML has arrays, the config holds a tuple
+        values = {**values, "fractions": tuple(values["fractions"])}
+    return kind(**values)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML would read it (``true``, ``0.5``, ``[1, 2]``), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

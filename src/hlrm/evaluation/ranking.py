@@ -1,0 +1,128 @@
+"""Exact full ranking: every item is scored for every user, no sampled negatives.
+
+Users are processed in blocks so memory stays bounded whatever the catalogue size: a block's
+(users, n_items) score matrix is built on the scoring device, the user's excluded items (what the
+user is already known to have: train, or train ∪ valid when ranking for test) are set to -inf
+there, and ``torch.topk`` picks the best items without leaving the device.
+
+Conventions, chosen so that lists do not depend on the device or the torch version:
+
+* **Ties** are broken by the lower item index first. ``torch.topk`` alone leaves the order of
+  equal scores unspecified (it differs between CPU and CUDA), which matters for models with many
+  exact ties such as popularity.
+* **Padding**: an item whose score is -inf (every excluded item, and anything a model rules out
+  with -inf) is never recommended. A user with fewer than k such items gets a list padded with
+  -1 at the end.
+* NaN scores (a diverged model) raise :class:`~hlrm.errors.HlrmError` rather than produce
+  meaningless lists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from hlrm.errors import HlrmError
+from hlrm.models.base import Recommender
+from hlrm.training.history import HistorySampler
+
+#: Score-matrix budget per block, in floats (64 MiB of float32). History-based models that
+#: materialise per-(user, item) intermediate tensors may need a smaller ``block_users``.
+SCORE_BUDGET_FLOATS = 1 << 24
+#: Marks a list position left empty because the user has fewer than k recommendable items.
+PAD = -1
+
+
+def default_block_users(n_items: int) -> int:
+    """Users per scoring block so one block's score matrix fits :data:`SCORE_BUDGET_FLOATS`."""
+    return max(1, SCORE_BUDGET_FLOATS // max(n_items, 1))
+
+
+def top_k(
+    model: Recommender,
+    users: np.ndarray,
+    exclude: sp.csr_matrix,
+    k: int,
+    *,
+    history_sampler: HistorySampler | None = None,
+    block_users: int | None = None,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> np.ndarray:
+    """The k best items (int64 array (len(users), k), best first) for each user in ``users``.
+
+    ``exclude`` is a (n_users, n_items) CSR matrix whose row ``u`` lists the items never to
+    recommend to ``u``. ``model`` must already live on ``device``. History-based models need
+    ``history_sampler`` (its pools are drawn with ``generator``, so a seeded generator makes the
+    lists reproducible). The model is scored in eval mode; its training flag is restored after.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if model.uses_history and history_sampler is None:
+        raise ValueError(f"{model.name} reads user histories: pass a history_sampler")
+    users = np.asarray(users, dtype=np.int64)
+    n_items = exclude.shape[1]
+    block = block_users or default_block_users(n_items)
+    depth = min(k, n_items)
+    out = np.full((len(users), k), PAD, dtype=np.int64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(users), block):
+                chunk = users[start : start + block]
+                chunk_t = torch.from_numpy(chunk).to(device)
+                history = None
+                if model.uses_history:
+                    history = history_sampler.sample(chunk_t, generator=generator)
+                # A private float32 copy: masking writes into it, and a model may return a view of
+                # its own buffers (popularity returns one expanded row).
+                scores = model.score(chunk_t, history).to(torch.float32, copy=True)
+                if torch.isnan(scores).any():
+                    raise HlrmError(f"{model.name} produced NaN scores; was training diverging?")
+                _mask_(scores, exclude[chunk])
+                values, items = _top_items(scores, depth)
+                items[torch.isneginf(values)] = PAD
+                out[start : start + len(chunk), :depth] = items.cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _mask_(scores: Tensor, exclude: sp.csr_matrix) -> None:
+    """Set ``scores[r, i] = -inf`` for every stored entry (r, i) of the block's ``exclude`` rows."""
+    rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
+    rows_t = torch.from_numpy(rows).to(scores.device)
+    cols_t = torch.from_numpy(exclude.indices.astype(np.int64)).to(scores.device)
+    scores[rows_t, cols_t] = float("-inf")
+
+
+def _top_items(scores: Tensor, depth: int) -> tuple[Tensor, Tensor]:
+    """``topk`` with ties broken by lower item index; returns (values, items), both (B, depth).
+
+    ``topk`` is exact about which values are selected, so only the order inside the selection and
+    the choice among items tied with the last selected value can differ from the convention. The
+    selection is re-sorted by (score desc, index asc) — cheap, it is (B, depth) — and only rows
+    where the tie straddles the cut-off are recomputed over the full row.
+    """
+    values, items = torch.topk(scores, depth, dim=1)
+    threshold = values[:, -1:]
+    tied_total = (scores == threshold).sum(dim=1)
+    tied_selected = (values == threshold).sum(dim=1)
+    straddling = torch.nonzero(tied_total > tied_selected).squeeze(1)
+    if len(straddling):
+        rows = scores[straddling]
+        cut = threshold[straddling]
+        above = rows > cut
+        tied = rows == cut
+        room = depth - above.sum(dim=1, keepdim=True)
+        chosen = above | (tied & (torch.cumsum(tied, dim=1, dtype=torch.int32) <= room))
+        # Exactly `depth` entries per row are chosen; nonzero lists them by ascending index.
+        items[straddling] = torch.nonzero(chosen)[:, 1].view(len(straddling), depth)
+        values[straddling] = rows.gather(1, items[straddling])
+    by_index = torch.argsort(items, dim=1)
+    items, values = items.gather(1, by_index), values.gather(1, by_index)
+    by_score = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return values.gather(1, by_score), items.gather(1, by_score)

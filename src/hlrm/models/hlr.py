@@ -1,0 +1,270 @@
+"""HLR and HLR++: Hierarchical Latent Relation modelling (Tran et al., RecSys 2021), spec 3.5-3.6.
+
+HLR builds item-item relations ``LRAM(t, x_j)`` between the target t and each item of the user's
+history pool, plus the direct user-item relation ``LRAM(t, u)`` in slot 0; a user attention module
+(weights ``⟨r_j, u⟩`` over the valid slots) mixes them into one translation R and
+``d(u, t) = ||u + R - t||²``.
+
+HLR++ (official ``jpte``, "JUPITER") keeps the user attention over item-item relations, without
+the user slot, and adds an item attention module over user-item relations ``LRAM(u, y_j)`` of the
+pool ``[t; x_1..x_P]`` weighted by ``⟨·, t⟩``; the translation is the sum of both modules.
+
+Pools come with the batch (:class:`~hlrm.models.base.History`): training pools exclude the
+positive, scoring pools are train ∪ valid items (spec 4.4). One memory (K, M) serves every relation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hlrm.models.base import History, register
+from hlrm.models.memory import (
+    Explanation,
+    Label,
+    MemoryTranslationModel,
+    PoolAddressing,
+    RelationMemory,
+    admit_first_padding,
+    attend,
+    masked_attention,
+    ranked,
+    relation_distances,
+    require_history,
+)
+
+
+def user_attention(
+    lram: RelationMemory, user: Tensor, pool: Tensor, mask: Tensor, targets: Tensor, beta: float
+) -> tuple[Tensor, Tensor]:
+    """User attention over relations ``LRAM(t, z_j)`` (spec 3.5 steps 2-4).
+
+    ``user`` (B, d), ``pool`` (B, S, d), ``mask`` (B, S), ``targets`` (B, T, d). Returns the
+    translations (B, T, d) and the attention weights (B, T, S).
+    """
+    relations = lram.relation(targets.unsqueeze(2), pool.unsqueeze(1))
+    logits = torch.einsum("btsd,bd->bts", relations, user)
+    weights = masked_attention(logits, mask.unsqueeze(1), beta)
+    return (weights.unsqueeze(-2) @ relations).squeeze(-2), weights
+
+
+@register("hlre")
+class HLR(MemoryTranslationModel):
+    """HLR.
+
+    ``history_size`` (P) and ``history_sampling`` ("random" | "unpop") define the pools drawn by
+    the trainer and the evaluator (spec 4.4); ``copy``: negatives reuse the positive's
+    translation; ``beta``: exponent of the attention denominator (spec 3.5, 1 everywhere in the
+    official configs); ``clip``: see :data:`~hlrm.models.memory.CLIP_MODES`.
+    """
+
+    name = "hlr"
+    uses_history = True
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        dim: int = 100,
+        n_slots: int = 20,
+        max_norm: float = 1.0,
+        history_size: int = 50,
+        history_sampling: str = "random",
+        copy: bool = False,
+        beta: float = 1.0,
+        clip: str = "none",
+    ) -> None:
+        super().__init__(n_users, n_items, dim, max_norm, copy, n_slots, clip)
+        self.history_size = history_size
+        self.history_sampling = history_sampling
+        self.beta = beta
+
+    def _pool(self, users: Tensor, history: History) -> tuple[Tensor, Tensor, Tensor]:
+        """User vectors (U, d), the pool ``[u; x_1..x_P]`` (U, 1+P, d) and its mask (U, 1+P)."""
+        user = self.user_embeddings[users]
+        pool = torch.cat([user.unsqueeze(1), self.history_vectors(history)], 1)
+        mask = torch.cat([history.mask.new_ones(len(users), 1), history.mask], 1)
+        return user, pool, mask
+
+    def translations(self, users: Tensor, history: History | None, targets: Tensor) -> Tensor:
+        user, pool, mask = self._pool(users, require_history(self, history))
+        return user_attention(
+            self.lram, user, pool, mask, self.item_embeddings[targets], self.beta
+        )[0]
+
+    @torch.no_grad()
+    def score(self, users: Tensor, history: History | None = None) -> Tensor:
+        """Exact factorised scoring (spec 9): per item block one GEMM gives the (I_b, U, 1+P, N)
+        addresses, the attention logits are ``a · (M u)`` and the distance is a quadratic form in
+        the mixed coefficients; memory O(U · I_b · (1+P) · N), never (U, I_b, 1+P, d)."""
+        user, pool, mask = self._pool(users, require_history(self, history))
+        n_users, n_pool = pool.shape[:2]
+        addressing = PoolAddressing(pool, self.lram.keys, self.item_embeddings)
+        query = user @ self.lram.memory.T
+
+        def block_distances(items: Tensor) -> Tensor:
+            coefficients = attend(addressing.exponentials(items), query, mask, self.beta)
+            return relation_distances(coefficients, user, items, self.lram.memory)
+
+        per_item = n_users * n_pool * self.lram.n_slots
+        return self.blockwise_scores(n_users, per_item, block_distances)
+
+    @torch.no_grad()
+    def explain(self, user: int, items: Tensor, history: History) -> list[Explanation]:
+        """The user attention over the pool for each item of ``items``; ``history`` is the user's
+        pool (1, P). Slot 0 is labelled ``"user"``, history items by their internal index."""
+        users = torch.tensor([user], device=items.device)
+        vector, pool, mask = self._pool(users, history)
+        targets = self.item_embeddings[items].unsqueeze(0)
+        weights = user_attention(self.lram, vector, pool, mask, targets, self.beta)[1][0]
+        labels: list[Label] = ["user", *history.items[0].tolist()]
+        return [
+            Explanation(int(item), {"user_attention": _valid_ranked(labels, row, mask[0])})
+            for item, row in zip(items.tolist(), weights, strict=True)
+        ]
+
+
+@register("hlrpp", "jupiter", "jpte")
+class HLRPlusPlus(HLR):
+    """HLR++. Options of :class:`HLR`, plus ``padding_quirk``: reproduce the official user
+    attention mask, which admits one padded slot (relation = mean of the memory slots, since its
+    key is 0) whenever the user has fewer than P pool items, in training and scoring (spec 3.6)."""
+
+    name = "hlr++"
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        dim: int = 100,
+        n_slots: int = 20,
+        max_norm: float = 1.0,
+        history_size: int = 50,
+        history_sampling: str = "random",
+        copy: bool = False,
+        beta: float = 1.0,
+        clip: str = "none",
+        padding_quirk: bool = False,
+    ) -> None:
+        super().__init__(
+            n_users,
+            n_items,
+            dim=dim,
+            n_slots=n_slots,
+            max_norm=max_norm,
+            history_size=history_size,
+            history_sampling=history_sampling,
+            copy=copy,
+            beta=beta,
+            clip=clip,
+        )
+        self.padding_quirk = padding_quirk
+
+    def _user_mask(self, mask: Tensor) -> Tensor:
+        return admit_first_padding(mask) if self.padding_quirk else mask
+
+    def _item_attention(
+        self, user: Tensor, prefs: Tensor, mask: Tensor, targets: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Item attention (spec 3.6): relations ``LRAM(u, y_j)`` of the pool ``[t; x_1..x_P]``
+        weighted by ``⟨·, t⟩``. The history relations do not depend on t: computed once per row.
+        Returns translations (B, T, d) and weights (B, T, 1+P)."""
+        target_relations = self.lram.relation(user.unsqueeze(1), targets)
+        history_relations = self.lram.relation(user.unsqueeze(1), prefs)
+        logits = torch.cat(
+            [
+                (target_relations * targets).sum(-1, keepdim=True),
+                targets @ history_relations.transpose(1, 2),
+            ],
+            -1,
+        )
+        full_mask = torch.cat([mask.new_ones(len(mask), 1), mask], 1)
+        weights = masked_attention(logits, full_mask.unsqueeze(1), self.beta)
+        translations = weights[..., :1] * target_relations + weights[..., 1:] @ history_relations
+        return translations, weights
+
+    def translations(self, users: Tensor, history: History | None, targets: Tensor) -> Tensor:
+        history = require_history(self, history)
+        user = self.user_embeddings[users]
+        prefs = self.history_vectors(history)
+        target_vectors = self.item_embeddings[targets]
+        item_part = self._item_attention(user, prefs, history.mask, target_vectors)[0]
+        user_part = user_attention(
+            self.lram, user, prefs, self._user_mask(history.mask), target_vectors, self.beta
+        )[0]
+        return item_part + user_part
+
+    @torch.no_grad()
+    def score(self, users: Tensor, history: History | None = None) -> Tensor:
+        """Exact factorised scoring (spec 9): the user attention part as in :meth:`HLR.score`
+        without the user slot; the item attention part needs per item only the target slot's
+        addresses (one GEMM) and the logits ``a_j · (M i)`` of the item-independent history
+        addresses (one GEMM) — no tiling. Both parts are coefficient vectors over the same
+        memory, so the distance is one quadratic form in their sum."""
+        history = require_history(self, history)
+        user = self.user_embeddings[users]
+        prefs = self.history_vectors(history)
+        n_users, n_prefs = prefs.shape[:2]
+        memory = self.lram.memory
+        user_mask = self._user_mask(history.mask)
+        item_mask = torch.cat([history.mask.new_ones(n_users, 1), history.mask], 1)
+        history_addressing = PoolAddressing(prefs, self.lram.keys, self.item_embeddings)
+        target_addressing = PoolAddressing(user.unsqueeze(1), self.lram.keys, self.item_embeddings)
+        history_addresses = self.lram.address(user.unsqueeze(1), prefs)  # (U, P, N)
+        query = user @ memory.T
+
+        def block_distances(items: Tensor) -> Tensor:
+            user_part = attend(history_addressing.exponentials(items), query, user_mask, self.beta)
+            target_addresses = target_addressing.addresses(items).squeeze(2)
+            item_side = items @ memory.T
+            logits = torch.cat(
+                [
+                    (target_addresses * item_side.unsqueeze(1)).sum(-1, keepdim=True),
+                    torch.einsum("upn,in->iup", history_addresses, item_side),
+                ],
+                -1,
+            )
+            weights = masked_attention(logits, item_mask, self.beta)
+            item_part = weights[..., :1] * target_addresses + torch.einsum(
+                "iup,upn->iun", weights[..., 1:], history_addresses
+            )
+            return relation_distances(user_part + item_part, user, items, memory)
+
+        per_item = n_users * max(n_prefs, 1) * self.lram.n_slots
+        return self.blockwise_scores(n_users, per_item, block_distances)
+
+    @torch.no_grad()
+    def explain(self, user: int, items: Tensor, history: History) -> list[Explanation]:
+        """Both attention modules for each item: ``"item_attention"`` over ``"target"`` and the
+        history items, ``"user_attention"`` over the history items (and ``"padding"`` for the
+        slot the parity quirk admits)."""
+        users = torch.tensor([user], device=items.device)
+        vector = self.user_embeddings[users]
+        prefs = self.history_vectors(history)
+        targets = self.item_embeddings[items].unsqueeze(0)
+        user_mask = self._user_mask(history.mask)
+        item_weights = self._item_attention(vector, prefs, history.mask, targets)[1][0]
+        user_weights = user_attention(self.lram, vector, prefs, user_mask, targets, self.beta)[1]
+        history_labels: list[Label] = [
+            "padding" if item == self.n_items else item for item in history.items[0].tolist()
+        ]
+        item_mask = torch.cat([history.mask.new_ones(1, 1), history.mask], 1)[0]
+        return [
+            Explanation(
+                int(item),
+                {
+                    "item_attention": _valid_ranked(["target", *history_labels], row, item_mask),
+                    "user_attention": _valid_ranked(history_labels, user_row, user_mask[0]),
+                },
+            )
+            for item, row, user_row in zip(
+                items.tolist(), item_weights, user_weights[0], strict=True
+            )
+        ]
+
+
+def _valid_ranked(labels: list[Label], weights: Tensor, mask: Tensor) -> list[tuple[Label, float]]:
+    keep = mask.tolist()
+    return ranked([label for label, ok in zip(labels, keep, strict=True) if ok], weights[mask])

@@ -1,0 +1,276 @@
+"""Shared building blocks of the relational metric-learning models (LRML, HLR, HLR++, TransCF,
+AdaCML): the latent relational memory, masked β-attention, the translation-model base class and
+the exact factorised scorer (models spec, sections 2, 3 and 9).
+
+Every model here scores with a translation: ``d(u, t) = ||u + r(u, t) - t||²`` where ``r`` is a
+relation vector built from the user, the target and (for history models) the user's past items.
+Training evaluates that formula directly (:meth:`TranslationModel.target_distances`);
+:func:`broadcast_scores` applies the same code to every item and is the test oracle, while each
+model's ``score`` uses the factorisation of spec section 9 and never materialises a
+users × items × pool × d tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from hlrm.errors import ConfigError
+from hlrm.models.base import History, TrainBatch, normal_init_, project_rows_
+from hlrm.models.cml import EmbeddingModel, squared_distances
+
+#: ``"none"``: K and M are free; ``"slots"``: each key vector (column of K) and each memory slot
+#: are clipped to the ball; ``"parity"``: the official ``clip_ram``, which clips the d coordinate
+#: rows of K (stored d × N) instead of the key vectors, plus every memory slot (spec 2, 9).
+CLIP_MODES = ("none", "slots", "parity")
+Label = int | str
+
+
+class RelationMemory(nn.Module):
+    """Latent relational attention memory (LRAM, spec 3.2): keys K (d × N) and slots M (N × d).
+
+    ``relation(a, b) = softmax_N((a ⊙ b) K) M`` is a convex combination of the N memory slots,
+    which is what makes the factorised scorer of spec section 9 exact.
+    """
+
+    def __init__(self, dim: int, n_slots: int = 20, clip: str = "none") -> None:
+        super().__init__()
+        if clip not in CLIP_MODES:
+            raise ConfigError(f"clip must be one of {CLIP_MODES}, not {clip!r}")
+        if n_slots < 1:
+            raise ConfigError(f"n_slots must be >= 1, not {n_slots}")
+        self.clip = clip
+        self.keys = nn.Parameter(normal_init_(torch.empty(dim, n_slots), dim))
+        self.memory = nn.Parameter(normal_init_(torch.empty(n_slots, dim), dim))
+
+    @property
+    def n_slots(self) -> int:
+        return self.memory.shape[0]
+
+    def address(self, a: Tensor, b: Tensor) -> Tensor:
+        """Slot weights ``softmax((a ⊙ b) K)`` (..., N); ``a`` and ``b`` broadcast."""
+        return ((a * b) @ self.keys).softmax(-1)
+
+    def relation(self, a: Tensor, b: Tensor) -> Tensor:
+        """The relation vector ``address(a, b) @ M`` (..., d)."""
+        return self.address(a, b) @ self.memory
+
+    def clip_(self, max_norm: float) -> None:
+        """Post-step clipping of K and M to norm ``max_norm`` according to ``clip``."""
+        if self.clip == "none":
+            return
+        project_rows_(self.keys if self.clip == "parity" else self.keys.T, max_norm)
+        project_rows_(self.memory, max_norm)
+
+
+def masked_attention(logits: Tensor, mask: Tensor, beta: float = 1.0) -> Tensor:
+    """β-attention ``exp(w_j) / (Σ_{k valid} exp(w_k))^β`` over the last axis (spec 3.4, 3.5).
+
+    Evaluated as ``exp(w_j - m) · exp((1 - β) m) / (Σ_k exp(w_k - m))^β`` with m the row's
+    largest valid logit, i.e. ``exp(w_j - β·logsumexp_valid(w))`` (spec 9) without the official
+    overflow; the expression does not depend on m, so m carries no gradient. Masked slots get
+    exactly 0; rows without a valid slot get all zeros and no NaN (also in the gradient).
+    ``mask`` broadcasts against ``logits``.
+    """
+    if logits.shape[-1] == 0:
+        return torch.zeros_like(logits)
+    filled = logits.masked_fill(~mask.expand_as(logits), float("-inf"))
+    peak = filled.amax(-1, keepdim=True).detach()
+    peak = peak.masked_fill(peak == float("-inf"), 0.0)  # rows without a valid slot
+    exponentials = torch.exp(filled - peak)
+    total = exponentials.sum(-1, keepdim=True).clamp_min(1.0)  # >= 1 where a slot is valid
+    return exponentials * torch.exp((1.0 - beta) * peak) / total.pow(beta)
+
+
+def admit_first_padding(mask: Tensor) -> Tensor:
+    """The official "+1" masks of AdaCML and HLR++ (spec 3.4, 3.6, 8): the first n_u + 1 slots of
+    the padded width P are valid, so one padded slot is admitted whenever n_u < P."""
+    padding = ~mask
+    return mask | (padding & (padding.cumsum(-1) == 1))
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why an item was scored as it was: per attention module, (label, weight) sorted descending.
+
+    Labels are item indices for history items, memory-slot indices for LRML's ``"memory"`` module,
+    and ``"user"`` / ``"target"`` / ``"padding"`` for the special slots of HLR and HLR++.
+    """
+
+    item: int
+    attention: dict[str, list[tuple[Label, float]]]
+
+
+def ranked(labels: list[Label], weights: Tensor) -> list[tuple[Label, float]]:
+    """Pairs (label, weight) sorted by decreasing weight, for :class:`Explanation`."""
+    return sorted(zip(labels, weights.tolist(), strict=True), key=lambda pair: -pair[1])
+
+
+class TranslationModel(EmbeddingModel):
+    """Base of models with ``d(u, t) = ||u + r(u, t) - t||²`` (spec 3.2-3.6).
+
+    Subclasses implement :meth:`translations`. With ``copy`` the negatives reuse the positive's
+    relation (official ``copy`` option); scoring always computes each item's own relation.
+    """
+
+    #: Bound on the elements of one intermediate tensor of the factorised scorer (items are
+    #: processed in blocks to respect it); a plain attribute, not a hyper-parameter.
+    block_elements: int = 2**24
+
+    def __init__(
+        self, n_users: int, n_items: int, dim: int, max_norm: float, copy: bool = False
+    ) -> None:
+        super().__init__(n_users, n_items, dim, max_norm)
+        self.copy = copy
+
+    def translations(self, users: Tensor, history: History | None, targets: Tensor) -> Tensor:
+        """Relation vectors (B, T, d) of ``users`` (B,) towards the items ``targets`` (B, T)."""
+        raise NotImplementedError
+
+    def distance(self, difference: Tensor) -> Tensor:
+        """Distance of ``u + r - t`` along the last axis; squared Euclidean unless overridden."""
+        return difference.pow(2).sum(-1)
+
+    def target_distances(self, users: Tensor, history: History | None, targets: Tensor) -> Tensor:
+        """``d(u, t)`` (B, T) with each target's own relation: the scoring formula of the spec."""
+        translated = self.user_embeddings[users].unsqueeze(1) + self.translations(
+            users, history, targets
+        )
+        return self.distance(translated - self.item_embeddings[targets])
+
+    def pair_distances(self, batch: TrainBatch) -> tuple[Tensor, Tensor]:
+        targets = torch.cat([batch.positives.unsqueeze(1), batch.negatives], 1)
+        if self.copy:
+            relation = self.translations(batch.users, batch.history, targets[:, :1])
+            translated = self.user_embeddings[batch.users].unsqueeze(1) + relation
+            distances = self.distance(translated - self.item_embeddings[targets])
+        else:
+            distances = self.target_distances(batch.users, batch.history, targets)
+        return distances[:, 0], distances[:, 1:]
+
+    def history_vectors(self, history: History) -> Tensor:
+        """Item vectors (R, P, d) of a pool; padding slots (index ``n_items``) are zero vectors,
+        the official constant padding row (spec 3.4), whatever the mask says."""
+        items = history.items
+        vectors = self.item_embeddings[items.clamp_max(self.n_items - 1)]
+        return vectors * (items != self.n_items).unsqueeze(-1).to(vectors.dtype)
+
+    def blockwise_scores(
+        self, n_users: int, per_item: int, block_distances: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        """Scores (U, I) = minus ``block_distances(item block (I_b, d)) -> (I_b, U)`` over item
+        blocks of at most ``block_elements // per_item`` items, so memory stays bounded."""
+        items = self.item_embeddings
+        step = max(1, self.block_elements // max(1, per_item))
+        scores = items.new_empty(n_users, self.n_items)
+        for start in range(0, self.n_items, step):
+            scores[:, start : start + step] = -block_distances(items[start : start + step]).T
+        return scores
+
+
+class MemoryTranslationModel(TranslationModel):
+    """A translation model whose relations come from one shared :class:`RelationMemory`."""
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        max_norm: float,
+        copy: bool,
+        n_slots: int,
+        clip: str,
+    ) -> None:
+        super().__init__(n_users, n_items, dim, max_norm, copy)
+        self.lram = RelationMemory(dim, n_slots, clip)
+
+    def after_step(self) -> None:
+        super().after_step()
+        if self.max_norm > 0:
+            self.lram.clip_(self.max_norm)
+
+
+def require_history(model: TranslationModel, history: History | None) -> History:
+    """The pools a history model cannot score or train without."""
+    if history is None:
+        raise ValueError(f"{model.name} needs the users' history pools")
+    return history
+
+
+def broadcast_scores(
+    model: TranslationModel, users: Tensor, history: History | None = None
+) -> Tensor:
+    """Reference scorer: the training formula applied to every item, materialising every relation
+    (U, I, pool, d). The test oracle of the factorised ``score`` and the benchmark baseline."""
+    with torch.no_grad():
+        targets = torch.arange(model.n_items, device=users.device).expand(len(users), -1)
+        return -model.target_distances(users, history, targets)
+
+
+# Factorised scoring (spec 9). Block tensors are laid out (I_b, U, S, N): I_b items of the block,
+# U users, S pool slots, N memory slots.
+
+
+class PoolAddressing:
+    """The pools of U users (U, S, d) prepared to address the memory for whole item blocks.
+
+    ``e_i · (Z_{u,s} ⊙ K_n) = ((e_i ⊙ Z_{u,s}) K)_n``, so one GEMM of an item block with the
+    (d, U·S·N) matrix of ``Z ⊙ K`` gives every slot logit (spec 9). The softmax is left
+    unnormalised (:func:`attend` folds the normaliser into its batched products): reducing over
+    the short N axis costs more than the GEMM on CPU. ``|logit| <= ||e_i|| ||z|| ||K_n||``
+    (Cauchy-Schwarz), so when that bound keeps ``exp`` finite the usual max subtraction is
+    skipped, which leaves the softmax unchanged; otherwise the maximum is subtracted per row.
+    """
+
+    def __init__(self, pool: Tensor, keys: Tensor, items: Tensor) -> None:
+        """``pool`` (U, S, d), memory ``keys`` (d, N), ``items`` the item table to be scored."""
+        n_users, n_pool, dim = pool.shape
+        self.shape = (n_users, n_pool, keys.shape[1])
+        self.matrix = (pool.unsqueeze(-1) * keys).permute(2, 0, 1, 3).reshape(dim, -1)
+        bound = _largest_norm(items) * _largest_norm(pool) * _largest_norm(keys.T)
+        self.shift = bool(bound > 0.5 * math.log(torch.finfo(pool.dtype).max))
+
+    def exponentials(self, items: Tensor) -> Tensor:
+        """``exp`` of the slot logits (I_b, U, S, N), up to a positive factor per (i, u, s) row."""
+        logits = (items @ self.matrix).view(len(items), *self.shape)
+        if self.shift:
+            logits = logits - logits.amax(-1, keepdim=True)
+        return logits.exp_()
+
+    def addresses(self, items: Tensor) -> Tensor:
+        """Normalised addresses ``softmax_N((e_i ⊙ Z_{u,s}) K)`` (I_b, U, S, N)."""
+        exponentials = self.exponentials(items)
+        return exponentials / exponentials.sum(-1, keepdim=True)
+
+
+def _largest_norm(rows: Tensor) -> Tensor:
+    return rows.norm(dim=-1).max() if rows.numel() else rows.new_zeros(())
+
+
+def attend(exponentials: Tensor, query: Tensor, mask: Tensor, beta: float) -> Tensor:
+    """Pool coefficients ``b = Σ_s α_s a_s`` (I_b, U, N) where ``a_s`` are the addresses whose
+    unnormalised ``exponentials`` (I_b, U, S, N) are given and ``α = masked_attention(a_s · q_u)``
+    with ``query`` = ``M q`` (U, N) for the attention query q (``⟨a M, q⟩ = a · (M q)``);
+    ``mask`` (U, S) marks the valid pool slots. One batched product yields both ``a_s · q`` and
+    the softmax normalisers, another the mixture."""
+    query_and_ones = torch.stack([query, torch.ones_like(query)], -1)  # (U, N, 2)
+    products = torch.matmul(exponentials, query_and_ones)
+    normalisers = products[..., 1]
+    weights = masked_attention(products[..., 0] / normalisers, mask, beta) / normalisers
+    return torch.matmul(weights.unsqueeze(-2), exponentials).squeeze(-2)
+
+
+def relation_distances(
+    coefficients: Tensor, users: Tensor, items: Tensor, memory: Tensor
+) -> Tensor:
+    """``||u + b M - i||²`` (I_b, U) from coefficients ``b`` (I_b, U, N) as the quadratic form
+    ``||u - i||² + 2 b·(M u) - 2 b·(M i) + bᵀ (M Mᵀ) b`` of spec 9 (no (I_b, U, d) tensor)."""
+    user_side = users @ memory.T
+    item_side = items @ memory.T
+    cross = (coefficients * (user_side.unsqueeze(0) - item_side.unsqueeze(1))).sum(-1)
+    quadratic = ((coefficients @ (memory @ memory.T)) * coefficients).sum(-1)
+    return (squared_distances(items, users) + 2.0 * cross + quadratic).clamp_min(0.0)

@@ -1,0 +1,276 @@
+"""Run directories: everything needed to inspect, re-evaluate, resume or serve a trained model.
+
+Layout::
+
+    config.toml                 resolved configuration (repeat the run with --config)
+    meta.json                   package and torch versions, device, start time, command line
+    split.npz                   the exact train/valid/test split and original ids
+    history.csv                 one row per epoch
+    metrics.json                final test metrics (flat keys such as "ndcg@10") and the protocol
+    per_user_metrics.parquet    the same metrics per test user
+    checkpoints/best.pt         weights of the selected epoch
+    checkpoints/last.pt         full training state of the latest epoch (for --resume)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+import hlrm
+from hlrm.config import RunConfig
+from hlrm.data.matrix import SplitData
+from hlrm.data.pipeline import load_split
+from hlrm.errors import ConfigError, HlrmError
+from hlrm.evaluation.protocol import EvaluationResult, evaluate
+from hlrm.fileio import atomic_path, write_json, write_text
+from hlrm.models.base import Recommender, create_model
+from hlrm.models.memory import Explanation
+from hlrm.training.checkpoint import load_checkpoint
+from hlrm.training.trainer import EpochRecord, Trainer, resolve_device
+
+CONFIG = "config.toml"
+BEST = "checkpoints/best.pt"
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> Recommender:
+    model = create_model(state["model"], state["n_users"], state["n_items"], **state["hparams"])
+    model.load_state_dict(state["state_dict"])
+    return model
+
+
+@dataclass
+class Run:
+    """A trained model with its split and configuration, in memory and (optionally) on disk."""
+
+    config: RunConfig
+    split: SplitData
+    model: Recommender
+    path: Path | None = None
+    metrics: dict[str, Any] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, device: str = "cpu") -> Run:
+        path = Path(path)
+        if not (path / CONFIG).is_file() or not (path / BEST).is_file():
+            raise HlrmError(f"{path} is not an hlrm run directory (it needs {CONFIG} and {BEST})")
+        config = RunConfig.from_toml(path / CONFIG)
+        split = SplitData.load(str(path / "split.npz"))
+        model = model_from_checkpoint(load_checkpoint(path / BEST, "cpu"))
+        model.to(resolve_device(device)).eval()
+        model.prepare(split.train)
+        metrics_path = path / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+        return cls(config, split, model, path, metrics)
+
+    def evaluate(
+        self,
+        ks: list[int] | None = None,
+        cohorts: int | None = None,
+        max_users: int | None = None,
+        device: str = "cpu",
+    ) -> EvaluationResult:
+        cfg = self.config.eval
+        cohorts = cfg.cohorts if cohorts is None else cohorts
+        max_users = cfg.max_users if max_users is None else max_users
+        return evaluate(
+            self.model,
+            self.split,
+            ks=tuple(ks or cfg.ks),
+            target="test",
+            cohorts=cohorts or None,
+            cohort_size=cfg.cohort_size,
+            seed=self.config.seed,
+            max_users=max_users or None,
+            device=resolve_device(device),
+        )
+
+
+def _warm_start(model: Recommender, run_dir: str) -> None:
+    source = model_from_checkpoint(load_checkpoint(Path(run_dir) / BEST, "cpu"))
+    for name in ("user_embeddings", "item_embeddings"):
+        target = getattr(model, name, None)
+        weights = getattr(source, name, None)
+        if target is None or weights is None:
+            raise ConfigError(f"--init-from: {name} missing in {model.name!r} or {source.name!r}")
+        if target.shape != weights.shape:
+            raise ConfigError(
+                f"--init-from {run_dir}: {name} has shape {tuple(weights.shape)}, "
+                f"this model needs {tuple(target.shape)} (same dataset, split and dim required)"
+            )
+        with torch.no_grad():
+            target.copy_(weights)
+
+
+def write_evaluation(path: Path, result: EvaluationResult) -> None:
+    write_json(path / "metrics.json", {**result.metrics, "protocol": result.protocol})
+    with atomic_path(path / "per_user_metrics.parquet") as tmp:
+        result.per_user.to_parquet(tmp, index=False)
+
+
+def train(
+    config: RunConfig,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> Run:
+    """Load the data, train, select the best epoch and evaluate on test (the CLI's ``train``)."""
+    config = config.resolved()
+    path = None if run_dir is None else Path(run_dir)
+    if path is not None:
+        if resume and not (path / "checkpoints" / "last.pt").is_file():
+            raise HlrmError(f"cannot resume: {path} has no checkpoints/last.pt")
+        if not resume and (path / CONFIG).exists():
+            raise HlrmError(f"{path} already holds a run; choose another --run-dir or --resume")
+    torch.manual_seed(config.seed)
+    split = load_split(config.data)
+    model = create_model(config.model.name, split.n_users, split.n_items, **config.model.params)
+    if config.init_from:
+        _warm_start(model, config.init_from)
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        write_text(path / CONFIG, config.to_toml())
+        with atomic_path(path / "split.npz") as tmp:
+            split.save(str(tmp))
+        write_json(
+            path / "meta.json",
+            {
+                "hlrm_version": hlrm.__version__,
+                "torch_version": torch.__version__,
+                "python_version": platform.python_version(),
+                "device": str(resolve_device(config.train.device)),
+                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "command": " ".join(sys.argv),
+            },
+        )
+
+    def log_epoch(_: EpochRecord) -> None:
+        if path is not None:
+            frame = pd.DataFrame([vars(r) for r in trainer.history])
+            write_text(path / "history.csv", frame.to_csv(index=False))
+
+    trainer = Trainer(
+        model,
+        split,
+        config.train,
+        seed=config.seed,
+        checkpoint_dir=None if path is None else path / "checkpoints",
+        progress=progress,
+        on_epoch=log_epoch,
+    )
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    trainer.load_best()
+    run = Run(config, split, model, path)
+    result = run.evaluate(device=config.train.device)
+    run.metrics = {**result.metrics, "protocol": result.protocol}
+    if path is not None:
+        write_evaluation(path, result)
+    return run
+
+
+@dataclass
+class Recommendation:
+    rank: int
+    item: int  # internal index
+    item_id: str
+    title: str | None
+    score: float
+    #: For explainable models: what led to this item (attention over history, memory slots).
+    explanation: dict[str, list[dict[str, Any]]] | None = None
+
+
+def recommend(
+    run: Run,
+    *,
+    user: object | None = None,
+    items: list[object] | None = None,
+    k: int = 10,
+    explain: bool = False,
+    seed: int | None = None,
+) -> list[Recommendation]:
+    """Top-``k`` unseen items for a known ``user`` (original id) or a new user given by ``items``.
+
+    A known user's train and validation items are masked; a new user is folded in
+    (:mod:`hlrm.training.foldin`) and their given items are masked.
+    """
+    from hlrm.training.foldin import fold_in_user
+    from hlrm.training.history import HistorySampler
+
+    if (user is None) == (items is None):
+        raise ConfigError("give either a known user id or a list of item ids, not both")
+    if k < 1:
+        raise ConfigError(f"k must be positive, not {k}")
+    seed = run.config.seed if seed is None else seed
+    model, known = run.model, run.split.train_valid
+    if items is not None:
+        indices = run.split.items.indices(list(items))
+        model, known = fold_in_user(model, run.split.train_valid, indices, seed=seed)
+        index = model.n_users - 1
+    else:
+        index = run.split.users.index(user)
+    device = next(iter(model.state_dict().values())).device
+    users = torch.tensor([index], device=device)
+    history = None
+    if model.uses_history:
+        sampler = HistorySampler(known, model.history_size, model.history_sampling, device)
+        history = sampler.sample(users, generator=torch.Generator(device).manual_seed(seed))
+    model.eval()
+    with torch.no_grad():
+        scores = model.score(users, history)[0].clone()
+        seen = torch.from_numpy(known[index].indices.astype("int64")).to(device)
+        scores[seen] = -torch.inf
+        k = min(k, int(torch.isfinite(scores).sum()))
+        top = torch.topk(scores, k)
+    explanations = None
+    if explain and hasattr(model, "explain"):
+        explanations = model.explain(index, top.indices, history)
+    ranked = zip(top.indices.tolist(), top.values.tolist(), strict=True)
+    return [
+        Recommendation(
+            rank + 1,
+            item,
+            str(run.split.item_ids[item]),
+            _title(run.split, item),
+            float(score),
+            None if explanations is None else _label_explanation(explanations[rank], run.split),
+        )
+        for rank, (item, score) in enumerate(ranked)
+    ]
+
+
+def _title(split: SplitData, item: int) -> str | None:
+    return None if split.item_titles is None else str(split.item_titles[item])
+
+
+def _label_explanation(
+    explanation: Explanation, split: SplitData, top: int = 5
+) -> dict[str, list[dict[str, Any]]]:
+    """The ``top`` heaviest entries of each attention module, history items with their original
+    ids and titles (LRML's ``memory`` module lists memory slots)."""
+    modules: dict[str, list[dict[str, Any]]] = {}
+    for module, pairs in explanation.attention.items():
+        rows = []
+        for label, weight in pairs[:top]:
+            if module != "memory" and isinstance(label, int):
+                rows.append(
+                    {
+                        "item_id": str(split.item_ids[label]),
+                        "title": _title(split, label),
+                        "weight": weight,
+                    }
+                )
+            else:
+                rows.append({"slot": label, "weight": weight})
+        modules[module] = rows
+    return modules

@@ -1,0 +1,124 @@
+"""Vectorised training batches: (user, positive) pairs, uniform negatives, history pools.
+
+Negatives are drawn uniformly over all items and re-drawn where they hit the user's reference set
+(train items while training, train ∪ valid for validation). Membership is tested with one
+``searchsorted`` over the sorted keys ``user * n_items + item`` of the reference matrix, and only
+the rejected entries are re-drawn, so a batch costs a few tensor ops whatever its size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from hlrm.errors import DataError
+from hlrm.models.base import TrainBatch
+from hlrm.training.history import HistorySampler
+
+MAX_REDRAWS = 1000
+
+
+class NegativeSampler:
+    def __init__(self, reference: sp.csr_matrix, device: torch.device | str = "cpu") -> None:
+        self.n_items = reference.shape[1]
+        self.device = torch.device(device)
+        counts = np.diff(reference.indptr)
+        full = np.flatnonzero(counts >= self.n_items)
+        if len(full):
+            raise DataError(f"user index {full[0]} has every item; no negative can be sampled")
+        coo = reference.tocoo()
+        keys = coo.row.astype(np.int64) * self.n_items + coo.col.astype(np.int64)
+        self.keys = torch.from_numpy(np.sort(keys)).to(self.device)
+
+    def contains(self, users: Tensor, items: Tensor) -> Tensor:
+        """Whether each (user, item) pair is in the reference set (broadcast shapes)."""
+        query = users * self.n_items + items
+        if len(self.keys) == 0:
+            return torch.zeros_like(query, dtype=torch.bool)
+        pos = torch.searchsorted(self.keys, query).clamp_max(len(self.keys) - 1)
+        return self.keys[pos] == query
+
+    def sample(self, users: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """``k`` negatives per user, shape (B, k), none in the user's reference set."""
+        users = users.to(self.device).unsqueeze(1).expand(-1, k)
+        negatives = torch.randint(
+            self.n_items, users.shape, generator=generator, device=self.device
+        )
+        rejected = self.contains(users, negatives)
+        for _ in range(MAX_REDRAWS):
+            n_rejected = int(rejected.sum())
+            if n_rejected == 0:
+                return negatives
+            redraw = torch.randint(
+                self.n_items, (n_rejected,), generator=generator, device=self.device
+            )
+            negatives[rejected] = redraw
+            rejected_users = users[rejected]
+            still = self.contains(rejected_users, redraw)
+            rejected = rejected.clone()
+            rejected[rejected.clone()] = still
+        raise DataError("could not sample negatives: some users have almost every item")
+
+
+class PairBatches:
+    """Iterates one epoch of training batches over every interaction of ``matrix``.
+
+    ``shuffle="epoch"`` draws a new order every epoch (default); ``"once"`` replays one fixed
+    order, as the official code does. The order and every sample are drawn from ``generator``.
+    """
+
+    def __init__(
+        self,
+        matrix: sp.csr_matrix,
+        negatives: NegativeSampler,
+        *,
+        batch_size: int,
+        n_negatives: int = 1,
+        history: HistorySampler | None = None,
+        shuffle: str = "epoch",
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        coo = matrix.tocoo()
+        self.device = torch.device(device)
+        self.users = torch.from_numpy(coo.row.astype(np.int64)).to(self.device)
+        self.items = torch.from_numpy(coo.col.astype(np.int64)).to(self.device)
+        if len(self.users) == 0:
+            raise DataError("no interactions to train on")
+        self.negatives = negatives
+        self.batch_size = batch_size
+        self.n_negatives = n_negatives
+        self.history = history
+        self.shuffle = shuffle
+        self.seed = seed
+        self._fixed_order: Tensor | None = None
+
+    def __len__(self) -> int:
+        return -(-len(self.users) // self.batch_size)
+
+    def _order(self, generator: torch.Generator) -> Tensor:
+        if self.shuffle == "once":
+            if self._fixed_order is None:
+                fixed = torch.Generator(device=self.device).manual_seed(self.seed)
+                self._fixed_order = torch.randperm(
+                    len(self.users), generator=fixed, device=self.device
+                )
+            return self._fixed_order
+        return torch.randperm(len(self.users), generator=generator, device=self.device)
+
+    def epoch(self, generator: torch.Generator) -> Iterator[TrainBatch]:
+        order = self._order(generator)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            users, positives = self.users[index], self.items[index]
+            negatives = self.negatives.sample(users, self.n_negatives, generator)
+            history = (
+                None
+                if self.history is None
+                else self.history.sample(users, exclude=positives, generator=generator)
+            )
+            yield TrainBatch(users, positives, negatives, history)

@@ -1,0 +1,338 @@
+"""One trainer for every model.
+
+Per epoch: vectorised batches (see :mod:`hlrm.training.sampler`), an optimiser step, the model's
+post-step constraint, then model selection on the validation split — by validation hinge loss as
+the official code, or by any validation ranking metric such as ``ndcg@10`` — with optional early
+stopping. Each epoch's randomness comes from a generator seeded with ``(seed, epoch)``, so resuming
+from the last checkpoint replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from hlrm.data.matrix import SplitData
+from hlrm.errors import ConfigError, TrainingError
+from hlrm.evaluation.protocol import evaluate
+from hlrm.models.base import Recommender
+from hlrm.training.checkpoint import load_checkpoint, save_checkpoint
+from hlrm.training.history import HistorySampler
+from hlrm.training.losses import HingeObjective
+from hlrm.training.sampler import NegativeSampler, PairBatches
+
+LOSS_SELECTION = "valid_loss"
+
+
+@dataclass
+class TrainConfig:
+    """Training options; defaults follow the HLR paper's setup where it has one."""
+
+    epochs: int = 20
+    batch_size: int = 1000
+    lr: float = 5e-4
+    lr_gamma: float = 1.0  # per-epoch exponential learning-rate decay
+    clip_grad: float = 0.0  # gradient-norm clipping; 0 disables it
+    margin: float = 0.5
+    reduction: str = "mean"
+    negatives: int = 1
+    negative_selection: str = "all"
+    rank_weight: bool = False
+    shuffle: str = "epoch"
+    select_by: str = LOSS_SELECTION
+    patience: int = 0  # epochs without improvement before stopping; 0 never stops early
+    freeze_embeddings: bool = False
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.negatives < 1:
+            raise ConfigError("epochs, batch_size and negatives must be positive")
+        if self.lr <= 0:
+            raise ConfigError(f"learning rate must be positive, not {self.lr}")
+        if self.shuffle not in ("epoch", "once"):
+            raise ConfigError(f"shuffle must be 'epoch' or 'once', not {self.shuffle!r}")
+        if self.select_by != LOSS_SELECTION and "@" not in self.select_by:
+            raise ConfigError(
+                f"select_by must be {LOSS_SELECTION!r} or a metric such as 'ndcg@10', "
+                f"not {self.select_by!r}"
+            )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], not {name!r}")
+    return torch.device(name)
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    valid_metric: float | None
+    lr: float
+    seconds: float
+    best: bool
+
+
+class Trainer:
+    """Trains ``model`` on ``split.train``; checkpoints go to ``checkpoint_dir`` when given."""
+
+    def __init__(
+        self,
+        model: Recommender,
+        split: SplitData,
+        config: TrainConfig,
+        *,
+        seed: int = 2021,
+        checkpoint_dir: str | Path | None = None,
+        progress: bool = True,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+    ) -> None:
+        config.validate()
+        self.model = model
+        self.split = split
+        self.config = config
+        self.seed = seed
+        self.device = resolve_device(config.device)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.progress = progress
+        self.on_epoch = on_epoch
+        self.history: list[EpochRecord] = []
+        self._best_state: dict[str, torch.Tensor] | None = None
+        model.to(self.device)
+        model.prepare(split.train)
+        if not model.trainable:
+            return
+        self.objective = HingeObjective(
+            margin=config.margin,
+            reduction=config.reduction,
+            negative_selection=config.negative_selection,
+            rank_weight=config.rank_weight,
+            n_items=split.n_items,
+        )
+        history_size = model.history_size if model.uses_history else 0
+        train_history = (
+            HistorySampler(split.train, history_size, model.history_sampling, self.device)
+            if model.uses_history
+            else None
+        )
+        self.train_batches = PairBatches(
+            split.train,
+            NegativeSampler(split.train, self.device),
+            batch_size=config.batch_size,
+            n_negatives=config.negatives,
+            history=train_history,
+            shuffle=config.shuffle,
+            seed=seed,
+            device=self.device,
+        )
+        # Validation pairs: negatives avoid train ∪ valid, pools come from train items.
+        self.valid_batches = (
+            PairBatches(
+                split.valid,
+                NegativeSampler(split.train_valid, self.device),
+                batch_size=config.batch_size,
+                n_negatives=1,
+                history=train_history,
+                shuffle="once",
+                seed=seed,
+                device=self.device,
+            )
+            if split.valid.nnz
+            else None
+        )
+        if self.valid_batches is None and (config.patience or config.select_by != LOSS_SELECTION):
+            raise ConfigError("selection by a metric and early stopping need a validation split")
+        if config.freeze_embeddings:
+            for name in ("user_embeddings", "item_embeddings"):
+                getattr(model, name).requires_grad_(False)
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        if not parameters:
+            raise ConfigError("nothing to train: every parameter is frozen")
+        self.optimizer = torch.optim.Adam(parameters, lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, config.lr_gamma)
+        self.start_epoch = 1
+        self.best_value = math.inf
+        self.best_epoch = 0
+        self.stale_epochs = 0
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def _path(self, name: str) -> Path | None:
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / name
+
+    def _model_state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.name,
+            "hparams": self.model.hparams,
+            "n_users": self.model.n_users,
+            "n_items": self.model.n_items,
+            "state_dict": self.model.state_dict(),
+        }
+
+    def _save_last(self, epoch: int) -> None:
+        path = self._path("last.pt")
+        if path is None:
+            return
+        state = self._model_state()
+        state.update(
+            epoch=epoch,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            best_value=self.best_value,
+            best_epoch=self.best_epoch,
+            stale_epochs=self.stale_epochs,
+            history=[vars(r) for r in self.history],
+        )
+        save_checkpoint(path, state)
+
+    def save_best(self) -> None:
+        path = self._path("best.pt")
+        if path is None:
+            self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            save_checkpoint(path, self._model_state())
+
+    def resume(self) -> None:
+        """Continue from ``last.pt`` in the checkpoint directory."""
+        path = self._path("last.pt")
+        if path is None or not path.is_file():
+            raise TrainingError(f"nothing to resume: {path} does not exist")
+        state = load_checkpoint(path, self.device)
+        if state["model"] != self.model.name:
+            raise TrainingError(f"{path} holds a {state['model']!r} model, not {self.model.name!r}")
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.best_value = state["best_value"]
+        self.best_epoch = state["best_epoch"]
+        self.stale_epochs = state["stale_epochs"]
+        self.history = [EpochRecord(**r) for r in state["history"]]
+        self.start_epoch = state["epoch"] + 1
+
+    # ---- training ----------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int, bar: tqdm | None) -> float:
+        self.model.train()
+        generator = epoch_generator(self.seed, epoch, self.device)
+        total, count = 0.0, 0
+        for step, batch in enumerate(self.train_batches.epoch(generator), start=1):
+            loss = self.model.loss(batch, self.objective)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the training loss became {loss.item()} at epoch {epoch}, batch {step}; "
+                    "lower the learning rate or enable --clip; no checkpoint was written for it"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+            self.optimizer.step()
+            self.model.after_step()
+            total += loss.item()
+            count += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+        return total / count
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        if self.valid_batches is None:
+            return math.nan
+        self.model.eval()
+        generator = epoch_generator(self.seed, 0, self.device)
+        total, count = 0.0, 0
+        for batch in self.valid_batches.epoch(generator):
+            total += self.model.loss(batch, self.objective).item()
+            count += 1
+        return total / count
+
+    def _selection_value(self, valid_loss: float) -> tuple[float, float | None]:
+        """Lower is better: the validation loss, or minus the validation metric."""
+        if self.config.select_by == LOSS_SELECTION:
+            return valid_loss, None
+        k = int(self.config.select_by.split("@")[1])
+        result = evaluate(self.model, self.split, ks=(k,), target="valid", device=self.device)
+        if self.config.select_by not in result.metrics:
+            raise ConfigError(f"unknown validation metric {self.config.select_by!r}")
+        metric = result.metrics[self.config.select_by]
+        return -metric, metric
+
+    def fit(self) -> list[EpochRecord]:
+        if not self.model.trainable:
+            self.save_best()
+            return self.history
+        config = self.config
+        epochs = range(self.start_epoch, config.epochs + 1)
+        bar = (
+            tqdm(total=len(self.train_batches) * len(epochs), unit="batch", dynamic_ncols=True)
+            if self.progress and len(epochs)
+            else None
+        )
+        try:
+            for epoch in epochs:
+                if bar is not None:
+                    bar.set_description(f"epoch {epoch}/{config.epochs}")
+                started = time.perf_counter()
+                train_loss = self._train_epoch(epoch, bar)
+                valid_loss = self.validation_loss()
+                value, metric = self._selection_value(valid_loss)
+                # Without a validation split the latest epoch is the one kept.
+                improved = (
+                    self.valid_batches is None or self.best_epoch == 0 or value < self.best_value
+                )
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.scheduler.step()
+                if improved:
+                    self.best_value, self.best_epoch, self.stale_epochs = value, epoch, 0
+                    self.save_best()
+                else:
+                    self.stale_epochs += 1
+                record = EpochRecord(
+                    epoch,
+                    train_loss,
+                    valid_loss,
+                    metric,
+                    lr,
+                    time.perf_counter() - started,
+                    improved,
+                )
+                self.history.append(record)
+                if bar is not None:
+                    shown = {"loss": f"{train_loss:.4f}", "valid_loss": f"{valid_loss:.4f}"}
+                    if metric is not None:
+                        shown[config.select_by] = f"{metric:.4f}"
+                    bar.set_postfix(shown)
+                self._save_last(epoch)
+                if self.on_epoch is not None:
+                    self.on_epoch(record)
+                if config.patience and self.stale_epochs >= config.patience:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.history
+
+    def load_best(self) -> None:
+        """Restore the best epoch's weights (in memory if no checkpoint directory)."""
+        path = self._path("best.pt")
+        if path is None:
+            if self._best_state is not None:
+                self.model.load_state_dict(self._best_state)
+        elif path.is_file():
+            self.model.load_state_dict(load_checkpoint(path, self.device)["state_dict"])
