@@ -331,8 +331,8 @@ def evaluate_command(
     """Re-evaluate a saved run on its test split."""
     from hlrm.runs import Run
 
-    run = Run.open(run_dir, device)
     ks = parse_ks(k) if k else None
+    run = Run.open(run_dir, device)
     result = run.evaluate(ks, cohorts=cohorts, max_users=eval_size, device=device)
     if as_json:
         typer.echo(json.dumps({**result.metrics, "protocol": result.protocol}, indent=2))

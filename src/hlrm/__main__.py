@@ -1,0 +1,3 @@
+from hlrm.cli import main
+
+main()

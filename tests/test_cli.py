@@ -1,0 +1,166 @@
+"""The command line end to end: real data, run directories, and one clear line for bad input."""
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+
+from hlrm.cli import main
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["hlrm", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_error(code: int, err: str, *fragments: str) -> None:
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def data_env(monkeypatch, data_dir):
+    monkeypatch.setenv("HLRM_DATA_DIR", str(data_dir))
+    return data_dir
+
+
+def test_train_evaluate_recommend_resume_on_ml100k(monkeypatch, capsys, tmp_path, data_env):
+    run_dir = tmp_path / "cml-100k"
+    code, out, err = run_cli(
+        monkeypatch, capsys,
+        "train", "--model", "cml", "--dataset", "ml-100k", "--epochs", "2",
+        "--lr", "0.002", "--run-dir", str(run_dir), "--quiet", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    for name in ("config.toml", "meta.json", "split.npz", "history.csv", "metrics.json",
+                 "per_user_metrics.parquet", "checkpoints/best.pt", "checkpoints/last.pt"):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("ndcg@10", "recall@10", "precision@10", "hit@10", "map@10", "mrr@10"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["protocol"]["target"] == "test"
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["hlrm_version"]
+    assert len(pd.read_csv(run_dir / "history.csv")) == 2
+    per_user = pd.read_parquet(run_dir / "per_user_metrics.parquet")
+    assert per_user["ndcg@10"].mean() == pytest.approx(metrics["ndcg@10"])
+
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", str(run_dir), "--json", "--k", "5,10")
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["ndcg@10"] == pytest.approx(metrics["ndcg@10"])
+    assert "ndcg@5" in again
+
+    code, out, err = run_cli(
+        monkeypatch, capsys, "recommend", str(run_dir), "--user", "42", "--k", "5", "--json"
+    )
+    assert code == 0, err
+    recommendations = json.loads(out)
+    assert [r["rank"] for r in recommendations] == [1, 2, 3, 4, 5]
+    assert all(r["title"] for r in recommendations)
+
+    code, out, err = run_cli(
+        monkeypatch, capsys, "train", "--run-dir", str(run_dir), "--resume", "--epochs", "3",
+        "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(pd.read_csv(run_dir / "history.csv")) == 3
+
+
+def test_datasets_list_and_show(monkeypatch, capsys, data_env):
+    code, out, _ = run_cli(monkeypatch, capsys, "datasets")
+    assert code == 0
+    assert "ml-100k" in out and "gowalla" in out
+    code, out, err = run_cli(monkeypatch, capsys, "datasets", "show", "ml-100k", "--json")
+    assert code == 0, err
+    stats = json.loads(out)
+    assert stats["users"] > 0 and stats["items"] > 0
+
+
+def test_user_file_in_csv(monkeypatch, capsys, tmp_path):
+    rows = [(u, (u * 7 + j) % 40, 5) for u in range(60) for j in range(12)]
+    path = tmp_path / "log.csv"
+    pd.DataFrame(rows, columns=["who", "what", "stars"]).to_csv(path, index=False)
+    code, out, err = run_cli(
+        monkeypatch, capsys,
+        "train", "--model", "cml", "--data", str(path), "--format", "csv", "--user-col", "who",
+        "--item-col", "what", "--rating-col", "stars", "--min-rating", "4", "--epochs", "1",
+        "--quiet", "--run-dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+BAD_INPUTS = {
+    "malformed line": ("1\t2\t5\t100\n3\t4\n", "movielens", "u.data:2"),
+    "non-numeric id": ("1\t2\t5\t100\nx\t4\t5\t100\n", "movielens", "u.data:2"),
+    "empty file": ("", "movielens", "empty"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_files_give_one_clear_line(monkeypatch, capsys, tmp_path, case):
+    text, fmt, fragment = BAD_INPUTS[case]
+    path = tmp_path / "u.data"
+    path.write_text(text)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(
+        monkeypatch, capsys,
+        "train", "--data", str(path), "--format", fmt, "--run-dir", str(run_dir), "--quiet",
+    )  # fmt: skip
+    assert_clean_error(code, err, fragment)
+    assert not run_dir.exists()
+
+
+def test_missing_column(monkeypatch, capsys, tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item\n1,2\n")
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--data", str(path), "--format", "csv",
+        "--user-col", "user", "--item-col", "movie", "--quiet",
+    )  # fmt: skip
+    assert_clean_error(code, err, "movie")
+
+
+def test_filter_that_leaves_nothing(monkeypatch, capsys, tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item\n1,2\n1,3\n2,2\n")
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--data", str(path), "--format", "csv",
+        "--user-col", "user", "--item-col", "item", "--core", "5", "--quiet",
+    )  # fmt: skip
+    assert_clean_error(code, err)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["train", "--dataset", "no-such-set"], "no-such-set"),
+        (["train", "--dataset", "synthetic", "--model", "nope"], "unknown model"),
+        (["train", "--dataset", "synthetic", "--param", "wings=2"], "wings"),
+        (["evaluate", "/nonexistent/run"], "not an hlrm run directory"),
+        (["train", "--config", "/nonexistent/c.toml"], "config file not found"),
+        (["evaluate", "/nonexistent/run", "--k", "ten"], "--k"),
+    ],
+)
+def test_bad_names_give_one_clear_line(monkeypatch, capsys, args, fragment):
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_clean_error(code, err, fragment)
+
+
+def test_quickstart_beats_popularity(monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "quickstart", "--epochs", "5", "--device", "cpu")
+    assert code == 0, err
+    assert "popularity" in out and "cml" in out
