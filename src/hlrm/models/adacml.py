@@ -90,3 +90,17 @@ class AdaCML(TranslationModel):
             return (squared_distances(items, user) + 2.0 * cross + quadratic).clamp_min(0.0)
 
         return self.blockwise_scores(n_users, n_users * max(n_prefs, 1), block_distances)
+
+
+def broadcast_scores(model: AdaCML, users: Tensor, history: History) -> Tensor:
+    """Reference scores computed like the official code (spec 3.4): the (U, I, P, d) products and
+    the (U, I, d) adapted users are materialised. The test oracle and benchmark baseline of
+    :meth:`AdaCML.score`."""
+    with torch.no_grad():
+        user = model.user_embeddings[users].unsqueeze(1)
+        items = model.item_embeddings.unsqueeze(0)
+        prefs = model.history_vectors(history).unsqueeze(1)  # (U, 1, P, d)
+        logits = (prefs * items.unsqueeze(2)).sum(-1)  # (U, I, P)
+        weights = masked_attention(logits, history.mask.unsqueeze(1), model.beta)
+        adapted = user + (weights.unsqueeze(-1) * prefs).sum(2)
+        return -(adapted - items).pow(2).sum(-1)

@@ -96,3 +96,13 @@ class LRML(MemoryTranslationModel):
             Explanation(int(item), {"memory": ranked(slots, row)})
             for item, row in zip(items.tolist(), weights, strict=True)
         ]
+
+
+def broadcast_scores(model: LRML, users: Tensor, history: History | None = None) -> Tensor:
+    """Reference scores computed like the official code (spec 3.2): the (U, I, N) addresses and
+    (U, I, d) relations of every pair are materialised. The test oracle and benchmark baseline of
+    :meth:`LRML.score`."""
+    with torch.no_grad():
+        user = model.user_embeddings[users].unsqueeze(1)
+        items = model.item_embeddings.unsqueeze(0)
+        return -model.distance(user + model.lram.relation(user, items) - items)

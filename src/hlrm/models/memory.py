@@ -4,10 +4,10 @@ the exact factorised scorer (models spec, sections 2, 3 and 9).
 
 Every model here scores with a translation: ``d(u, t) = ||u + r(u, t) - t||²`` where ``r`` is a
 relation vector built from the user, the target and (for history models) the user's past items.
-Training evaluates that formula directly (:meth:`TranslationModel.target_distances`);
-:func:`broadcast_scores` applies the same code to every item and is the test oracle, while each
-model's ``score`` uses the factorisation of spec section 9 and never materialises a
-users × items × pool × d tensor.
+Training evaluates it for the few targets of each row (:meth:`TranslationModel.target_distances`);
+each model's ``score`` uses the factorisation of spec section 9 and never materialises a
+users × items × pool × d tensor, and each model module keeps a ``broadcast_scores`` function with
+the official broadcast computation, the test oracle and benchmark baseline of ``score``.
 """
 
 from __future__ import annotations
@@ -156,7 +156,9 @@ class TranslationModel(EmbeddingModel):
         """Item vectors (R, P, d) of a pool; padding slots (index ``n_items``) are zero vectors,
         the official constant padding row (spec 3.4), whatever the mask says."""
         items = history.items
-        vectors = self.item_embeddings[items.clamp_max(self.n_items - 1)]
+        # index_select: its backward (index_add) is several times faster than indexing's on CPU
+        flat = items.clamp_max(self.n_items - 1).reshape(-1)
+        vectors = self.item_embeddings.index_select(0, flat).view(*items.shape, self.dim)
         return vectors * (items != self.n_items).unsqueeze(-1).to(vectors.dtype)
 
     def blockwise_scores(
@@ -199,16 +201,6 @@ def require_history(model: TranslationModel, history: History | None) -> History
     if history is None:
         raise ValueError(f"{model.name} needs the users' history pools")
     return history
-
-
-def broadcast_scores(
-    model: TranslationModel, users: Tensor, history: History | None = None
-) -> Tensor:
-    """Reference scorer: the training formula applied to every item, materialising every relation
-    (U, I, pool, d). The test oracle of the factorised ``score`` and the benchmark baseline."""
-    with torch.no_grad():
-        targets = torch.arange(model.n_items, device=users.device).expand(len(users), -1)
-        return -model.target_distances(users, history, targets)
 
 
 # Factorised scoring (spec 9). Block tensors are laid out (I_b, U, S, N): I_b items of the block,

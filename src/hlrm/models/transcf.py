@@ -136,3 +136,12 @@ class TransCF(TranslationModel):
         left = torch.cat([2.0 * user_means * user, -2.0 * user_means, user_means.pow(2)], 1)
         right = torch.cat([item_means, item_means * items, item_means.pow(2)], 1)
         return -(squared_distances(user, items) + left @ right.T).clamp_min(0.0)
+
+
+def broadcast_scores(model: TransCF, users: Tensor, history: History | None = None) -> Tensor:
+    """Reference scores computed like the official code (spec 3.3): the (U, I, d) relation tensor
+    is materialised. The test oracle and benchmark baseline of :meth:`TransCF.score`."""
+    with torch.no_grad():
+        user = model.user_embeddings[users].unsqueeze(1)
+        relations = model.user_neighbourhoods[users].unsqueeze(1) * model.item_neighbourhoods
+        return -(user + relations - model.item_embeddings).pow(2).sum(-1)
