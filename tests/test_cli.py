@@ -44,8 +44,9 @@ def test_train_evaluate_recommend_resume_on_ml100k(monkeypatch, capsys, tmp_path
         "--lr", "0.002", "--run-dir", str(run_dir), "--quiet", "--device", "cpu",
     )  # fmt: skip
     assert code == 0, err
-    for name in ("config.toml", "meta.json", "split.npz", "history.csv", "metrics.json",
-                 "per_user_metrics.parquet", "checkpoints/best.pt", "checkpoints/last.pt"):  # fmt: skip
+    expected = ["config.toml", "meta.json", "split.npz", "history.csv", "metrics.json"]
+    expected += ["per_user_metrics.parquet", "checkpoints/best.pt", "checkpoints/last.pt"]
+    for name in expected:
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("ndcg@10", "recall@10", "precision@10", "hit@10", "map@10", "mrr@10"):

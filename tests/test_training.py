@@ -159,3 +159,17 @@ def test_training_reduces_validation_loss():
     trainer.config.epochs = 15
     trainer.fit()
     assert trainer.validation_loss() < before
+
+
+def test_rotating_skip_reproduces_the_official_batch_loop():
+    split = random_split()
+    batches = PairBatches(
+        split.train, NegativeSampler(split.train), batch_size=40, shuffle="once", rotating_skip=True
+    )
+    n = len(batches)
+    assert n > 2
+    # epoch 1 skips the last batch; epoch 2 starts with it; the cycle never resets
+    assert batches.batch_numbers(1) == list(range(n - 1))
+    assert batches.batch_numbers(2)[:2] == [n - 1, 0]
+    visited = [b for e in range(1, n + 1) for b in batches.batch_numbers(e)]
+    assert visited == [i % n for i in range(n * (n - 1))]

@@ -161,7 +161,8 @@ def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
         ),
         "train": (
             "epochs", "batch_size", "lr", "lr_gamma", "clip_grad", "margin", "reduction",
-            "negatives", "negative_selection", "rank_weight", "shuffle", "select_by",
+            "negatives", "negative_selection", "rank_weight", "shuffle", "rotating_skip",
+            "select_by",
             "patience", "freeze_embeddings", "device",
         ),
         "eval": ("cohorts", "cohort_size", "max_users"),
@@ -238,6 +239,9 @@ def train_command(
         bool | None, typer.Option(help="Original CML's WARP rank weight.")
     ] = None,
     shuffle: Annotated[str | None, typer.Option(help="epoch, or once (official).")] = None,
+    rotating_skip: Annotated[
+        bool | None, typer.Option(help="Parity: skip one rotating batch per epoch.")
+    ] = None,
     select_by: Annotated[
         str | None, typer.Option(help="valid_loss or a validation metric such as ndcg@10.")
     ] = None,
@@ -301,7 +305,8 @@ def train_command(
         user_core=user_core, item_core=item_core, split=split, epochs=epochs,
         batch_size=batch_size, lr=lr, lr_gamma=lr_gamma, clip_grad=clip, margin=margin,
         reduction=reduction, negatives=negatives, negative_selection=negative_selection,
-        rank_weight=rank_weight, shuffle=shuffle, select_by=select_by, patience=patience,
+        rank_weight=rank_weight, shuffle=shuffle, rotating_skip=rotating_skip,
+        select_by=select_by, patience=patience,
         freeze_embeddings=freeze_embeddings, device=device, seed=seed, ks=k,
         cohorts=cohorts, cohort_size=cohort_size, max_users=eval_size,
         init_from=init_from, params=param, model_params={

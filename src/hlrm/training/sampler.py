@@ -69,6 +69,10 @@ class PairBatches:
 
     ``shuffle="epoch"`` draws a new order every epoch (default); ``"once"`` replays one fixed
     order, as the official code does. The order and every sample are drawn from ``generator``.
+
+    ``rotating_skip=True`` (with ``shuffle="once"``) reproduces the official loop exactly: each
+    epoch pulls ``n_batches - 1`` batches from a cyclic iterator that never resets, so one batch
+    per epoch is skipped and the skipped batch rotates.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class PairBatches:
         n_negatives: int = 1,
         history: HistorySampler | None = None,
         shuffle: str = "epoch",
+        rotating_skip: bool = False,
         seed: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -94,6 +99,7 @@ class PairBatches:
         self.n_negatives = n_negatives
         self.history = history
         self.shuffle = shuffle
+        self.rotating_skip = rotating_skip
         self.seed = seed
         self._fixed_order: Tensor | None = None
 
@@ -110,9 +116,18 @@ class PairBatches:
             return self._fixed_order
         return torch.randperm(len(self.users), generator=generator, device=self.device)
 
-    def epoch(self, generator: torch.Generator) -> Iterator[TrainBatch]:
+    def batch_numbers(self, epoch: int) -> list[int]:
+        """Which batches of the epoch's order epoch ``epoch`` (1-based) visits, in order."""
+        n = len(self)
+        if not self.rotating_skip or n == 1:
+            return list(range(n))
+        first = (epoch - 1) * (n - 1)
+        return [(first + j) % n for j in range(n - 1)]
+
+    def epoch(self, generator: torch.Generator, number: int = 1) -> Iterator[TrainBatch]:
         order = self._order(generator)
-        for start in range(0, len(order), self.batch_size):
+        for batch in self.batch_numbers(number):
+            start = batch * self.batch_size
             index = order[start : start + self.batch_size]
             users, positives = self.users[index], self.items[index]
             negatives = self.negatives.sample(users, self.n_negatives, generator)

@@ -46,6 +46,7 @@ class TrainConfig:
     negative_selection: str = "all"
     rank_weight: bool = False
     shuffle: str = "epoch"
+    rotating_skip: bool = False  # parity: skip one rotating batch per epoch (needs shuffle="once")
     select_by: str = LOSS_SELECTION
     patience: int = 0  # epochs without improvement before stopping; 0 never stops early
     freeze_embeddings: bool = False
@@ -58,6 +59,10 @@ class TrainConfig:
             raise ConfigError(f"learning rate must be positive, not {self.lr}")
         if self.shuffle not in ("epoch", "once"):
             raise ConfigError(f"shuffle must be 'epoch' or 'once', not {self.shuffle!r}")
+        if self.rotating_skip and self.shuffle != "once":
+            raise ConfigError(
+                "rotating_skip reproduces the official fixed order: use shuffle='once'"
+            )
         if self.select_by != LOSS_SELECTION and "@" not in self.select_by:
             raise ConfigError(
                 f"select_by must be {LOSS_SELECTION!r} or a metric such as 'ndcg@10', "
@@ -139,6 +144,7 @@ class Trainer:
             n_negatives=config.negatives,
             history=train_history,
             shuffle=config.shuffle,
+            rotating_skip=config.rotating_skip,
             seed=seed,
             device=self.device,
         )
@@ -230,7 +236,7 @@ class Trainer:
         self.model.train()
         generator = epoch_generator(self.seed, epoch, self.device)
         total, count = 0.0, 0
-        for step, batch in enumerate(self.train_batches.epoch(generator), start=1):
+        for step, batch in enumerate(self.train_batches.epoch(generator, epoch), start=1):
             loss = self.model.loss(batch, self.objective)
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -280,7 +286,11 @@ class Trainer:
         config = self.config
         epochs = range(self.start_epoch, config.epochs + 1)
         bar = (
-            tqdm(total=len(self.train_batches) * len(epochs), unit="batch", dynamic_ncols=True)
+            tqdm(
+                total=sum(len(self.train_batches.batch_numbers(e)) for e in epochs),
+                unit="batch",
+                dynamic_ncols=True,
+            )
             if self.progress and len(epochs)
             else None
         )
