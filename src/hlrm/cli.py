@@ -329,6 +329,7 @@ def evaluate_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by hlrm train.")],
     k: Annotated[str | None, typer.Option("--k", "--topk", help="Cut-offs, e.g. 5,10,20.")] = None,
     cohorts: Annotated[int | None, typer.Option(help="n cohorts (paper protocol).")] = None,
+    cohort_size: Annotated[int | None, typer.Option(help="Users per cohort.")] = None,
     eval_size: Annotated[int | None, typer.Option(help="A fixed-seed sample of users.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -338,6 +339,8 @@ def evaluate_command(
 
     ks = parse_ks(k) if k else None
     run = Run.open(run_dir, device)
+    if cohort_size is not None:
+        run.config.eval.cohort_size = cohort_size
     result = run.evaluate(ks, cohorts=cohorts, max_users=eval_size, device=device)
     if as_json:
         typer.echo(json.dumps({**result.metrics, "protocol": result.protocol}, indent=2))

@@ -66,9 +66,9 @@ def normal_init_(tensor: Tensor, dim: int) -> Tensor:
 def project_rows_(weight: Tensor, max_norm: float = 1.0) -> None:
     """Rescale rows with norm > ``max_norm`` onto the ball's surface; rows inside are unchanged."""
     with torch.no_grad():
-        norms = weight.norm(dim=1, keepdim=True)
-        scale = torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms))
-        weight.mul_(scale)
+        norms = weight.norm(dim=1)
+        outside = torch.nonzero(norms > max_norm).squeeze(1)
+        weight[outside] *= (max_norm / norms[outside]).unsqueeze(1)
 
 
 class Recommender(nn.Module):

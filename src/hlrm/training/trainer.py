@@ -80,6 +80,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def make_adam(parameters: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Dense Adam (the official TF1 behaviour: every row's moments decay every step), fused into
+    one kernel where this torch build supports it — on CPU that is about 4× faster for the
+    full-table updates that dominate a step on large item sets."""
+    try:
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(parameters, lr=lr)
+
+
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
 
@@ -171,7 +181,7 @@ class Trainer:
         parameters = [p for p in model.parameters() if p.requires_grad]
         if not parameters:
             raise ConfigError("nothing to train: every parameter is frozen")
-        self.optimizer = torch.optim.Adam(parameters, lr=config.lr)
+        self.optimizer = make_adam(parameters, config.lr)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, config.lr_gamma)
         self.start_epoch = 1
         self.best_value = math.inf
