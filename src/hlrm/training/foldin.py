@@ -14,7 +14,7 @@ import torch
 
 from hlrm.data.matrix import binary_csr
 from hlrm.errors import DataError
-from hlrm.models.base import Recommender, create_model, normal_init_
+from hlrm.models.base import Recommender, create_model, normal_init_, project_rows_
 from hlrm.training.history import HistorySampler
 from hlrm.training.losses import HingeObjective
 from hlrm.training.sampler import NegativeSampler, PairBatches
@@ -84,6 +84,8 @@ def fold_in_user(
         device=device,
     )
     objective = HingeObjective(margin=margin)
+    # Only the new row is constrained: re-projecting frozen rows could nudge them by rounding.
+    max_norm = float(getattr(extended, "max_norm", 0.0))
     optimizer = torch.optim.Adam([table], lr=lr)
     generator = torch.Generator(device=device).manual_seed(seed)
     extended.train()
@@ -93,6 +95,7 @@ def fold_in_user(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            extended.after_step()
+            if max_norm > 0:
+                project_rows_(table, max_norm)
     extended.eval()
     return extended, train_plus
