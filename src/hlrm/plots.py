@@ -81,7 +81,9 @@ def ndcg_over_k(summary: Summary, ks: Sequence[int], path: Path) -> None:
         points = [(k, *row[f"ndcg@{k}"]) for k in ks if f"ndcg@{k}" in row]
         if not points:
             continue
-        k_values, means, stds = (np.array(column, dtype=float) for column in zip(*points))
+        k_values, means, stds = (
+            np.array(column, dtype=float) for column in zip(*points, strict=True)
+        )
         axis.errorbar(
             k_values,
             means,

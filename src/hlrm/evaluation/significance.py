@@ -120,9 +120,16 @@ def compare_to_baseline(
             base_mean = float(b.mean()) if len(b) else math.nan
             tests.append(
                 PairedTest(
-                    label, baseline, metric, len(a), mean, base_mean, mean - base_mean,
-                    p_wilcoxon, p_ttest,
-                )  # fmt: skip
+                    model=label,
+                    baseline=baseline,
+                    metric=metric,
+                    n=len(a),
+                    mean=mean,
+                    baseline_mean=base_mean,
+                    delta=mean - base_mean,
+                    p_wilcoxon=p_wilcoxon,
+                    p_ttest=p_ttest,
+                )
             )
     for test, p in zip(tests, holm([t.p_wilcoxon for t in tests]), strict=True):
         test.p_wilcoxon_holm = float(p)
