@@ -165,3 +165,54 @@ def test_quickstart_beats_popularity(monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "quickstart", "--epochs", "5", "--device", "cpu")
     assert code == 0, err
     assert "popularity" in out and "cml" in out
+
+
+def test_original_project_options(monkeypatch, capsys, tmp_path):
+    """The options users of the original HLRM code look for, end to end on synthetic data."""
+    import torch
+
+    from hlrm.config import RunConfig
+    from hlrm.training.checkpoint import load_checkpoint
+
+    base = tmp_path / "cml"
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--dataset", "synthetic", "--model", "cml",
+        "--emb-size", "8", "--epochs", "1", "--quiet", "--run-dir", str(base),
+    )  # fmt: skip
+    assert code == 0, err
+    hlr = tmp_path / "hlr"
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--dataset", "synthetic", "--hlrm-type", "base",
+        "--num-inter", "5", "--num-relations", "4", "--history-sampling", "unpop",
+        "--emb-size", "8", "--epochs", "3", "--lr", "0.01", "--lr-gamma", "0.5",
+        "--clip", "1.0", "--patience", "2", "--eval-size", "50", "--init-from", str(base),
+        "--freeze-embeddings", "--quiet", "--run-dir", str(hlr),
+    )  # fmt: skip
+    assert code == 0, err
+    config = RunConfig.from_toml(hlr / "config.toml")
+    assert config.model.name == "hlr"
+    assert config.model.params["history_size"] == 5
+    assert config.model.params["n_slots"] == 4
+    assert config.model.params["history_sampling"] == "unpop"
+    assert (config.train.lr_gamma, config.train.clip_grad, config.train.patience) == (0.5, 1.0, 2)
+    assert config.eval.max_users == 50
+    lrs = pd.read_csv(hlr / "history.csv")["lr"].tolist()
+    assert lrs == pytest.approx([0.01 * 0.5**e for e in range(len(lrs))])
+    warm = load_checkpoint(base / "checkpoints" / "best.pt")["state_dict"]
+    trained = load_checkpoint(hlr / "checkpoints" / "best.pt")["state_dict"]
+    for table in ("user_embeddings", "item_embeddings"):  # warm-started and frozen
+        assert torch.equal(warm[table], trained[table])
+    assert json.loads((hlr / "metrics.json").read_text())["protocol"]["users"] == 50
+
+    code, out, err = run_cli(
+        monkeypatch, capsys, "evaluate", str(hlr), "--topk", "5", "--eval-size", "30", "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert "ndcg@5" in result and result["protocol"]["users"] == 30
+
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--dataset", "synthetic", "--hlrm-type", "plus",
+        "--model", "hlr", "--quiet",
+    )  # fmt: skip
+    assert_clean_error(code, err, "contradicts")

@@ -560,14 +560,17 @@ def _plots(report: Report, results: dict[str, ModelResult]) -> list[Path]:
 
 
 # ---- writers -------------------------------------------------------------------------------------
-def _format(value: float) -> str:
+def _format(value: float, scale: float) -> str:
+    """Four decimals for rates, one for counts (``popularity``): ``scale`` is the cell's mean,
+    so a mean and its std share one precision."""
     if math.isnan(value):
         return "–"
-    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4f}"
+    return f"{value:.1f}" if abs(scale) >= 100 else f"{value:.4f}"
 
 
 def _cell(mean: float, std: float) -> str:
-    return _format(mean) if math.isnan(std) else f"{_format(mean)} ± {_format(std)}"
+    shown = _format(mean, mean)
+    return shown if math.isnan(std) else f"{shown} ± {_format(std, mean)}"
 
 
 def _spread(config: CompareConfig, protocol: dict[str, Any]) -> str:

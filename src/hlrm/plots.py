@@ -109,6 +109,8 @@ def training_curves(histories: Mapping[str, Sequence[pd.DataFrame]], path: Path)
     curves = {label: runs for label, runs in curves.items() if runs}
     if not curves:
         return False
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = _figure(11.0, 4.0, columns=2)
     for colour, (label, runs) in enumerate(curves.items()):
         for i, history in enumerate(runs):
@@ -123,6 +125,7 @@ def training_curves(histories: Mapping[str, Sequence[pd.DataFrame]], path: Path)
                         label=label if i == 0 else None,
                     )
     for axis, title in zip(axes, ("training loss", "validation loss"), strict=True):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
         axis.set_title(title)
         if axis.get_legend_handles_labels()[0]:

@@ -33,9 +33,11 @@ class EmbeddingModel(Recommender):
         self.item_embeddings = nn.Parameter(normal_init_(Tensor(n_items, dim), dim))
 
     def after_step(self) -> None:
-        if self.max_norm > 0:
-            project_rows_(self.user_embeddings, self.max_norm)
-            project_rows_(self.item_embeddings, self.max_norm)
+        if self.max_norm <= 0:
+            return
+        for table in (self.user_embeddings, self.item_embeddings):
+            if table.requires_grad:  # frozen (warm-started) tables stay bit-identical
+                project_rows_(table, self.max_norm)
 
 
 @register()

@@ -162,15 +162,27 @@ class TranslationModel(EmbeddingModel):
         return vectors * (items != self.n_items).unsqueeze(-1).to(vectors.dtype)
 
     def blockwise_scores(
-        self, n_users: int, per_item: int, block_distances: Callable[[Tensor], Tensor]
+        self,
+        n_users: int,
+        per_item: int,
+        block_distances: Callable[[Tensor], Tensor],
+        items: Tensor | None = None,
     ) -> Tensor:
         """Scores (U, I) = minus ``block_distances(item block (I_b, d)) -> (I_b, U)`` over item
-        blocks of at most ``block_elements // per_item`` items, so memory stays bounded."""
-        items = self.item_embeddings
+        blocks of at most ``block_elements // per_item`` items, so memory stays bounded.
+        ``items`` (indices) restricts the columns to those items, in that order (the candidates
+        of :meth:`MemoryTranslationModel.pruned_scores`)."""
+        table = self.item_embeddings
+        n_items = self.n_items if items is None else len(items)
         step = max(1, self.block_elements // max(1, per_item))
-        scores = items.new_empty(n_users, self.n_items)
-        for start in range(0, self.n_items, step):
-            scores[:, start : start + step] = -block_distances(items[start : start + step]).T
+        scores = table.new_empty(n_users, n_items)
+        for start in range(0, n_items, step):
+            block = (
+                table[start : start + step]
+                if items is None
+                else table.index_select(0, items[start : start + step])
+            )
+            scores[:, start : start + step] = -block_distances(block).T
         return scores
 
 
@@ -190,10 +202,68 @@ class MemoryTranslationModel(TranslationModel):
         super().__init__(n_users, n_items, dim, max_norm, copy)
         self.lram = RelationMemory(dim, n_slots, clip)
 
+    #: Users whose candidates :meth:`pruned_scores` scores in one call, on the union of their
+    #: candidate items: fewer, larger products against a few (user, item) pairs not needed.
+    prune_group: int = 8
+
     def after_step(self) -> None:
         super().after_step()
         if self.max_norm > 0:
             self.lram.clip_(self.max_norm)
+
+    def score(
+        self, users: Tensor, history: History | None = None, items: Tensor | None = None
+    ) -> Tensor:
+        """Scores (U, I) of every item, or (U, len(items)) of the item indices ``items``."""
+        raise NotImplementedError
+
+    def coefficient_bounds(
+        self, users: Tensor, history: History | None
+    ) -> CoefficientBounds | None:
+        """What :meth:`score` is known to satisfy for ``users`` (see :class:`CoefficientBounds`),
+        or None where nothing is known and :meth:`pruned_scores` cannot prune."""
+        return None
+
+    @torch.no_grad()
+    def pruned_scores(
+        self, users: Tensor, history: History | None, excluded: Tensor, k: int
+    ) -> Tensor | None:
+        """Scores (U, I) equal to :meth:`score` on every item that can enter a user's top ``k``
+        and -inf on items proved unable to; None where :meth:`coefficient_bounds` knows nothing.
+
+        ``excluded`` (U, I) bool marks the items never recommended to a user. Every item gets a
+        lower bound on its distance (:func:`distance_lower_bounds`, cost O(N) per pair against
+        O((1+P)·N·d) for the exact score); each user's 2k items of smallest bound are scored
+        exactly, the k-th best of them caps the user's k-th best distance τ, and only items with
+        bound <= τ (plus a rounding margin) are scored exactly. A pruned item is therefore
+        strictly farther than k scored items: it can neither enter the list nor tie with its
+        last entry, so ``torch.topk`` and the lower-index tie rule give the unpruned lists.
+        """
+        bounds = self.coefficient_bounds(users, history)
+        if bounds is None:
+            return None
+        lower = distance_lower_bounds(self, users, bounds).masked_fill_(excluded, math.inf)
+        scores = torch.full_like(lower, -math.inf)
+        seeds = lower.topk(min(2 * k, self.n_items), dim=1, largest=False).indices
+        margin = math.sqrt(torch.finfo(lower.dtype).eps)
+        for start in range(0, len(users), self.prune_group):
+            rows = slice(start, start + self.prune_group)
+            group = users[rows]
+            pools = None if history is None else History(history.items[rows], history.mask[rows])
+            seed_items = seeds[rows].unique()
+            scores[rows, seed_items] = self.score(group, pools, items=seed_items)
+            known = scores[rows].masked_fill(excluded[rows], -math.inf)
+            if k <= known.shape[1]:
+                tau = -known.topk(k, dim=1).values[:, -1:]  # +inf: fewer than k items scored
+            else:
+                tau = torch.full_like(known[:, :1], math.inf)
+            needed = (lower[rows] <= tau + margin * (1.0 + tau.abs())) & torch.isneginf(
+                scores[rows]
+            )
+            candidates = needed.any(0).nonzero().squeeze(1)
+            if len(candidates):
+                scores[rows, candidates] = self.score(group, pools, items=candidates)
+        return scores
 
 
 def require_history(model: TranslationModel, history: History | None) -> History:
@@ -266,3 +336,72 @@ def relation_distances(
     cross = (coefficients * (user_side.unsqueeze(0) - item_side.unsqueeze(1))).sum(-1)
     quadratic = ((coefficients @ (memory @ memory.T)) * coefficients).sum(-1)
     return (squared_distances(items, users) + 2.0 * cross + quadratic).clamp_min(0.0)
+
+
+# Exact pruning (:meth:`MemoryTranslationModel.pruned_scores`).
+
+
+@dataclass(frozen=True)
+class CoefficientBounds:
+    """What is known of the coefficients b (R = b M) of the relations the scorer builds for the
+    users (U,) it was made for: ``Σ_n b_n = mass[u]`` exactly and ``b_n >= floor(block)[i, u]``
+    for every memory slot n and every item i of an item block (I_b, d).
+
+    Every LRAM address is a softmax over N slots, and attention mixes addresses with weights
+    summing to 1 (β = 1), hence the mass. A softmax of logits in [-L, L] gives every slot at
+    least :func:`softmax_floor` (L), and ``|((e ⊙ z) K)_n| <= ||e|| · ||z ⊙ K_n||`` bounds L per
+    item, hence the floor: with small logits the relation stays near the mean memory slot.
+    """
+
+    mass: Tensor
+    floor: Callable[[Tensor], Tensor]
+
+
+def softmax_floor(logit_bound: Tensor, n_slots: int) -> Tensor:
+    """The smallest weight a softmax over ``n_slots`` logits in [-L, L] can give."""
+    return 1.0 / (1.0 + (n_slots - 1) * torch.exp(2.0 * logit_bound))
+
+
+def key_norms(pool: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+    """``max_{s valid, n} ||z_s ⊙ K_n||`` (U,) for pools (U, S, d) with mask (U, S): with item
+    norms it bounds every slot logit ``(e ⊙ z_s) · K_n`` of the user's addresses (0: no slot)."""
+    norms = (pool.pow(2) @ keys.pow(2)).sqrt()  # (U, S, N)
+    valid = norms.masked_fill(~mask.unsqueeze(-1), 0.0)
+    return valid.flatten(1).amax(1) if valid.numel() else pool.new_zeros(len(pool))
+
+
+def distance_lower_bounds(
+    model: MemoryTranslationModel, users: Tensor, bounds: CoefficientBounds
+) -> Tensor:
+    """Lower bounds (U, I) on ``||u + b M - e_i||²`` for every b allowed by ``bounds``.
+
+    Write ``b = w·1 + c`` with w the floor, c >= 0 of sum ``λ = mass - N·w``. Then
+    ``u + bM - e_i = x' + cM`` with ``x' = u - e_i + w·ΣM``, and ``cM`` lies in λ·conv(M), so
+    ``t = x'·cM >= λ·μ`` with ``μ = min_n M_n·x'``. Over that half-space the smallest
+    ``||x' + y||²`` is ``max(0, ||x'||² + λμ)² / ||x'||²`` when μ < 0; when μ >= 0 the bound
+    ``||x'||² + 2λμ`` is kept (its square-form twin divides by ``||x'||²``, unsafe near 0).
+    Only ``M u`` and ``M e_i`` (N values each) are needed per pair; items go in blocks of
+    ``block_elements`` (U, I_b, N) values.
+    """
+    memory = model.lram.memory
+    n_slots = memory.shape[0]
+    user = model.user_embeddings[users]
+    user_side = user @ memory.T  # (U, N)
+    total = memory.sum(0)
+    total_side = memory @ total  # (N,)
+    lower = user.new_empty(len(users), model.n_items)
+    step = max(1, model.block_elements // max(1, len(users) * n_slots))
+    for start in range(0, model.n_items, step):
+        items = model.item_embeddings[start : start + step]
+        floor = bounds.floor(items)  # (I_b, U)
+        spread = bounds.mass - n_slots * floor  # λ >= 0
+        projections = user_side - (items @ memory.T).unsqueeze(1)  # M_n · (u - e_i), (I_b, U, N)
+        shifted = squared_distances(items, user) + floor * (
+            2.0 * projections.sum(-1) + floor * total.dot(total)
+        )
+        shifted = shifted.clamp_min(0.0)
+        least = (projections + floor.unsqueeze(-1) * total_side).amin(-1)  # μ
+        below = (shifted + spread * least).clamp_min(0.0).pow(2) / shifted.clamp_min(1e-30)
+        above = shifted + 2.0 * spread * least
+        lower[:, start : start + step] = torch.where(least < 0, below, above).T
+    return lower
