@@ -123,12 +123,14 @@ def datasets_list(ctx: typer.Context) -> None:
     from hlrm.data.registry import list_datasets
 
     table = Table(title="datasets (local directory: $HLRM_DATA_DIR, cache: $HLRM_CACHE_DIR)")
-    rows = list_datasets()
-    for column in rows[0]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
+    for column in ("name", "interactions", "here", "licence"):
+        table.add_column(column, justify="right" if column == "interactions" else "left")
+    for row in list_datasets():
+        licence = str(row["licence"]).split(":")[0]  # the full terms: hlrm datasets show NAME
+        here = "yes" if row["available"] else "no"
+        table.add_row(row["name"], f"{row['interactions']:,}", here, licence)
     console.print(table)
+    console.print("Full terms, citation and statistics: hlrm datasets show NAME")
 
 
 @datasets_app.command("show")
@@ -136,13 +138,19 @@ def datasets_show(
     name: Annotated[str, typer.Argument(help="Dataset name, e.g. ml-100k.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Statistics of a dataset after its default preprocessing and split."""
+    """A dataset's licence, citation and statistics after its default preprocessing and split."""
     from hlrm.data.pipeline import DataConfig, describe, load_split
+    from hlrm.data.registry import get_dataset
 
+    spec = get_dataset(name)
     stats = describe(load_split(DataConfig(dataset=name).resolved()))
     if as_json:
-        typer.echo(json.dumps(stats, indent=2, default=str))
+        info = {"description": spec.description, "licence": spec.licence, "cite": spec.citation}
+        typer.echo(json.dumps({**info, **stats}, indent=2, default=str))
         return
+    console.print(f"[bold]{spec.name}[/bold]: {spec.description}")
+    console.print(f"licence: {spec.licence}")
+    console.print(f"cite: {spec.citation}")
     table = Table(title=f"{name} after preprocessing")
     table.add_column("statistic")
     table.add_column("value", justify="right")
@@ -404,6 +412,138 @@ def explain_text(explanation: dict[str, list[dict[str, Any]]] | None) -> str:
             entries.append(f"{name} {row['weight']:.2f}")
         lines.append(f"{module}: " + "; ".join(entries))
     return "\n".join(lines)
+
+
+# ---- compare and tune ----------------------------------------------------------------------------
+def plain_log(line: str) -> None:
+    """Progress lines may hold brackets (paths, TOML tables): print them without rich markup."""
+    console.print(line, markup=False, highlight=False)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds expects comma-separated integers, not {text!r}") from None
+
+
+@app.command("compare")
+def compare_command(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="A comparison config (configs/compare/) or a protocol preset."),
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated models, e.g. cml,lrml,hlr.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="A named dataset (hlrm datasets).")] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Model the others are tested against (default: first).")
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="One run per seed, e.g. 1,2,3: mean ± std over seeds.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report directory (default: reports/<config name>).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs of every model.")] = None,
+    k: Annotated[str | None, typer.Option("--k", help="Cut-offs, e.g. 5,10,20.")] = None,
+    cohorts: Annotated[
+        int | None, typer.Option(help="Paper protocol: n cohorts of test users (0: all).")
+    ] = None,
+    cohort_size: Annotated[int | None, typer.Option(help="Users per cohort.")] = None,
+    eval_size: Annotated[
+        int | None, typer.Option(help="Evaluate a fixed-seed sample of n test users.")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="Significance level after Holm correction.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    plots: Annotated[bool, typer.Option(help="Write PNG plots (needs matplotlib).")] = True,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train or reuse runs of several models under one protocol; write tables with significance
+    tests, plots and the commands that rebuild them."""
+    from hlrm.compare import CompareConfig, compare
+
+    setup = CompareConfig.from_toml(config) if config else CompareConfig()
+    setup.base = apply_overrides(
+        setup.base, dataset=dataset, epochs=epochs, ks=k, cohorts=cohorts,
+        cohort_size=cohort_size, max_users=eval_size, device=device,
+    )  # fmt: skip
+    if models is not None:
+        setup.models = [part.strip() for part in models.split(",") if part.strip()]
+    if baseline is not None:
+        setup.baseline = baseline
+    if seeds is not None:
+        setup.seeds = parse_seeds(seeds)
+    if alpha is not None:
+        setup.alpha = alpha
+    out = out or Path("reports") / (config.stem if config else "compare")
+    report = compare(setup, out, progress=not quiet, make_plots=plots, log=plain_log)
+    ks = sorted(set(setup.base.eval.ks))
+    main_k = 10 if 10 in ks else ks[-1]
+    keys = [f"{name}@{main_k}" for name in ("ndcg", "recall", "precision", "hit", "map", "mrr")]
+    keys = [key for key in keys if key in report.keys]
+    table = Table(title=f"test metrics @{main_k} (baseline {setup.baseline_label})")
+    table.add_column("model")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for label, row in report.summary.items():
+        cells = []
+        for key in keys:
+            mean, std = row.get(key, (float("nan"), float("nan")))
+            text = "–" if mean != mean else f"{mean:.4f}"
+            text += "" if std != std else f" ± {std:.4f}"
+            cells.append(text + report.marks(label, key))
+        table.add_row(label, *cells)
+    console.print(table)
+    console.print(
+        f"* Wilcoxon, † paired t-test: p < {setup.alpha:g} after Holm. Report: {out}/table.md",
+        markup=False,
+    )
+
+
+@app.command("tune")
+def tune_command(
+    model: Annotated[str | None, typer.Option(help="Model to tune (cml, lrml, hlr, ...).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="A named dataset (hlrm datasets).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Base TOML configuration the search starts from.")
+    ] = None,
+    trials: Annotated[
+        int, typer.Option(help="Complete trials the study should hold (it resumes).")
+    ] = 50,
+    metric: Annotated[str, typer.Option(help="Validation metric to maximise.")] = "ndcg@10",
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for split, sampling and init.")] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Study directory (default: runs/tune-<model>-<dataset>)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Search lr, margin, P, sampling and N with Optuna on the validation split; writes the best
+    configuration as a TOML file for hlrm train --config."""
+    from hlrm.models.base import canonical_name
+    from hlrm.tuning import tune
+
+    base = RunConfig.from_toml(config) if config else RunConfig()
+    base = apply_overrides(
+        base, model=model, dataset=dataset, epochs=epochs, device=device, seed=seed
+    )
+    if not base.data.dataset and not base.data.path:
+        raise ConfigError("say what to tune on: --dataset NAME (or --config)")
+    if run_dir is None:
+        data_name = base.data.dataset or Path(str(base.data.path)).stem
+        run_dir = Path("runs") / f"tune-{canonical_name(base.model.name)}-{data_name}"
+    result = tune(base, run_dir, trials=trials, metric=metric, progress=not quiet, log=plain_log)
+    plain_log(
+        f"best valid {result.metric} {result.best_value:.4f} over {result.complete_trials} "
+        f"trials with {result.best_params}"
+    )
+    plain_log(f"best configuration: {result.best_config} (hlrm train --config accepts it)")
 
 
 def main() -> None:

@@ -390,14 +390,18 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
     return out
 
 
+def config_differences(stored: RunConfig, wanted: RunConfig) -> list[str]:
+    """What differs between two run configurations ("train.epochs: 3 there, 5 here"), ignoring
+    the device, which does not change what is learned."""
+    return _differences(_comparable(stored.to_dict()), _comparable(wanted.to_dict()))
+
+
 def ensure_run(planned: PlannedRun, report: Path, *, progress: bool = True) -> str:
     """Train ``planned`` into the report unless a matching run is there; returns "reused",
     "resumed" or "trained"."""
     path = report / planned.path
     if (path / CONFIG).is_file():
-        stored = _comparable(RunConfig.from_toml(path / CONFIG).to_dict())
-        wanted = _comparable(planned.config.to_dict())
-        differences = _differences(stored, wanted)
+        differences = config_differences(RunConfig.from_toml(path / CONFIG), planned.config)
         if differences:
             raise ConfigError(
                 f"{path} holds a run with another configuration ({'; '.join(differences[:3])}); "

@@ -15,6 +15,11 @@ Conventions, chosen so that lists do not depend on the device or the torch versi
   -1 at the end.
 * NaN scores (a diverged model) raise :class:`~hlrm.errors.HlrmError` rather than produce
   meaningless lists.
+
+Models with a ``pruned_scores(users, history, excluded, k)`` method (LRML, HLR, HLR++, see
+:meth:`~hlrm.models.memory.MemoryTranslationModel.pruned_scores`) are scored exactly only on the
+items that can reach the top k; the others get -inf, which is proved not to change any list.
+``prune=False`` scores every item.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ def top_k(
     block_users: int | None = None,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
+    prune: bool = True,
 ) -> np.ndarray:
     """The k best items (int64 array (len(users), k), best first) for each user in ``users``.
 
@@ -57,6 +63,7 @@ def top_k(
     recommend to ``u``. ``model`` must already live on ``device``. History-based models need
     ``history_sampler`` (its pools are drawn with ``generator``, so a seeded generator makes the
     lists reproducible). The model is scored in eval mode; its training flag is restored after.
+    ``prune``: use the model's exact pruned scorer where it has one.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -66,6 +73,7 @@ def top_k(
     n_items = exclude.shape[1]
     block = block_users or default_block_users(n_items)
     depth = min(k, n_items)
+    pruned_scores = getattr(model, "pruned_scores", None) if prune else None
     out = np.full((len(users), k), PAD, dtype=np.int64)
     was_training = model.training
     model.eval()
@@ -77,9 +85,15 @@ def top_k(
                 history = None
                 if model.uses_history:
                     history = history_sampler.sample(chunk_t, generator=generator)
+                scores = None
+                if pruned_scores is not None:
+                    excluded = _excluded(exclude[chunk], device)
+                    scores = pruned_scores(chunk_t, history, excluded, depth)
+                if scores is None:
+                    scores = model.score(chunk_t, history)
                 # A private float32 copy: masking writes into it, and a model may return a view of
                 # its own buffers (popularity returns one expanded row).
-                scores = model.score(chunk_t, history).to(torch.float32, copy=True)
+                scores = scores.to(torch.float32, copy=True)
                 if torch.isnan(scores).any():
                     raise HlrmError(f"{model.name} produced NaN scores; was training diverging?")
                 _mask_(scores, exclude[chunk])
@@ -89,6 +103,15 @@ def top_k(
     finally:
         model.train(was_training)
     return out
+
+
+def _excluded(exclude: sp.csr_matrix, device: torch.device | str) -> Tensor:
+    """The block's ``exclude`` rows as a dense bool (rows, n_items) tensor on ``device``."""
+    excluded = torch.zeros(exclude.shape, dtype=torch.bool, device=device)
+    rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
+    cols = exclude.indices.astype(np.int64)
+    excluded[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)] = True
+    return excluded
 
 
 def _mask_(scores: Tensor, exclude: sp.csr_matrix) -> None:

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from hlrm.models.base import History, register
 from hlrm.models.memory import (
+    CoefficientBounds,
     Explanation,
     Label,
     MemoryTranslationModel,
@@ -27,10 +28,12 @@ from hlrm.models.memory import (
     RelationMemory,
     admit_first_padding,
     attend,
+    key_norms,
     masked_attention,
     ranked,
     relation_distances,
     require_history,
+    softmax_floor,
 )
 
 
@@ -101,10 +104,13 @@ class HLR(MemoryTranslationModel):
         )[0]
 
     @torch.no_grad()
-    def score(self, users: Tensor, history: History | None = None) -> Tensor:
+    def score(
+        self, users: Tensor, history: History | None = None, items: Tensor | None = None
+    ) -> Tensor:
         """Exact factorised scoring (spec 9): per item block one GEMM gives the (I_b, U, 1+P, N)
         addresses, the attention logits are ``a · (M u)`` and the distance is a quadratic form in
-        the mixed coefficients; memory O(U · I_b · (1+P) · N), never (U, I_b, 1+P, d)."""
+        the mixed coefficients; memory O(U · I_b · (1+P) · N), never (U, I_b, 1+P, d).
+        ``items``: score only these item indices."""
         user, pool, mask = self._pool(users, require_history(self, history))
         n_users, n_pool = pool.shape[:2]
         addressing = PoolAddressing(pool, self.lram.keys, self.item_embeddings)
@@ -115,7 +121,22 @@ class HLR(MemoryTranslationModel):
             return relation_distances(coefficients, user, items, self.lram.memory)
 
         per_item = n_users * n_pool * self.lram.n_slots
-        return self.blockwise_scores(n_users, per_item, block_distances)
+        return self.blockwise_scores(n_users, per_item, block_distances, items)
+
+    def coefficient_bounds(
+        self, users: Tensor, history: History | None
+    ) -> CoefficientBounds | None:
+        """The user attention mixes the addresses of the valid pool slots (the user slot is always
+        valid) with weights of sum 1 when β = 1; other β give no known mass."""
+        if self.beta != 1.0:
+            return None
+        user, pool, mask = self._pool(users, require_history(self, history))
+        pool_keys = key_norms(pool, self.lram.keys, mask)
+        n_slots = self.lram.n_slots
+        return CoefficientBounds(
+            mass=user.new_ones(len(users)),
+            floor=lambda items: softmax_floor(items.norm(dim=1, keepdim=True) * pool_keys, n_slots),
+        )
 
     @torch.no_grad()
     def explain(self, user: int, items: Tensor, history: History) -> list[Explanation]:
@@ -204,12 +225,15 @@ class HLRPlusPlus(HLR):
         return item_part + user_part
 
     @torch.no_grad()
-    def score(self, users: Tensor, history: History | None = None) -> Tensor:
+    def score(
+        self, users: Tensor, history: History | None = None, items: Tensor | None = None
+    ) -> Tensor:
         """Exact factorised scoring (spec 9): the user attention part as in :meth:`HLR.score`
         without the user slot; the item attention part needs per item only the target slot's
         addresses (one GEMM) and the logits ``a_j · (M i)`` of the item-independent history
         addresses (one GEMM) — no tiling. Both parts are coefficient vectors over the same
-        memory, so the distance is one quadratic form in their sum."""
+        memory, so the distance is one quadratic form in their sum. ``items``: score only these
+        item indices."""
         history = require_history(self, history)
         user = self.user_embeddings[users]
         prefs = self.history_vectors(history)
@@ -240,7 +264,34 @@ class HLRPlusPlus(HLR):
             return relation_distances(user_part + item_part, user, items, memory)
 
         per_item = n_users * max(n_prefs, 1) * self.lram.n_slots
-        return self.blockwise_scores(n_users, per_item, block_distances)
+        return self.blockwise_scores(n_users, per_item, block_distances, items)
+
+    def coefficient_bounds(
+        self, users: Tensor, history: History | None
+    ) -> CoefficientBounds | None:
+        """Two mixtures of addresses, each of mass 1 when β = 1: the item attention (the target
+        slot is always valid) and the user attention (mass 0 for a user without a valid slot).
+        Its logits ``(u ⊙ y) K`` are bounded with ``max(||e_i||, max_j ||x_j||)``."""
+        if self.beta != 1.0:
+            return None
+        history = require_history(self, history)
+        user = self.user_embeddings[users]
+        prefs = self.history_vectors(history)
+        user_mask = self._user_mask(history.mask)
+        has_pool = user_mask.any(1).to(user.dtype)
+        pool_keys = key_norms(prefs, self.lram.keys, user_mask)
+        one_slot = torch.ones(len(users), 1, dtype=torch.bool, device=user.device)
+        user_keys = key_norms(user.unsqueeze(1), self.lram.keys, one_slot)
+        pref_norms = prefs.norm(dim=-1).masked_fill(~history.mask, 0.0)
+        longest = pref_norms.amax(1) if pref_norms.numel() else user.new_zeros(len(users))
+        n_slots = self.lram.n_slots
+
+        def floor(items: Tensor) -> Tensor:
+            norms = items.norm(dim=1, keepdim=True)
+            item_part = softmax_floor(torch.maximum(norms, longest) * user_keys, n_slots)
+            return item_part + has_pool * softmax_floor(norms * pool_keys, n_slots)
+
+        return CoefficientBounds(mass=1.0 + has_pool, floor=floor)
 
     @torch.no_grad()
     def explain(self, user: int, items: Tensor, history: History) -> list[Explanation]:

@@ -394,7 +394,7 @@ def distance_lower_bounds(
     for start in range(0, model.n_items, step):
         items = model.item_embeddings[start : start + step]
         floor = bounds.floor(items)  # (I_b, U)
-        spread = bounds.mass - n_slots * floor  # λ >= 0
+        spread = (bounds.mass - n_slots * floor).clamp_min(0.0)  # λ
         projections = user_side - (items @ memory.T).unsqueeze(1)  # M_n · (u - e_i), (I_b, U, N)
         shifted = squared_distances(items, user) + floor * (
             2.0 * projections.sum(-1) + floor * total.dot(total)
