@@ -416,8 +416,8 @@ def explain_text(explanation: dict[str, list[dict[str, Any]]] | None) -> str:
 
 # ---- compare and tune ----------------------------------------------------------------------------
 def plain_log(line: str) -> None:
-    """Progress lines may hold brackets (paths, TOML tables): print them without rich markup."""
-    console.print(line, markup=False, highlight=False)
+    """Progress lines hold paths and brackets: print them unwrapped and without rich markup."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -486,7 +486,7 @@ def compare_command(
     keys = [f"{name}@{main_k}" for name in ("ndcg", "recall", "precision", "hit", "map", "mrr")]
     keys = [key for key in keys if key in report.keys]
     table = Table(title=f"test metrics @{main_k} (baseline {setup.baseline_label})")
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     for key in keys:
         table.add_column(key, justify="right")
     for label, row in report.summary.items():
@@ -498,9 +498,8 @@ def compare_command(
             cells.append(text + report.marks(label, key))
         table.add_row(label, *cells)
     console.print(table)
-    console.print(
-        f"* Wilcoxon, † paired t-test: p < {setup.alpha:g} after Holm. Report: {out}/table.md",
-        markup=False,
+    plain_log(
+        f"* Wilcoxon, † paired t-test: p < {setup.alpha:g} after Holm. Report: {out}/table.md"
     )
 
 

@@ -216,10 +216,17 @@ class CompareConfig:
         for name in self.shared:
             if not any(name in c.model.params for c in configs.values()):
                 raise ConfigError(f"[model] {name}: none of the compared models has this option")
-        self.metric_keys()
+        keys = self.metric_keys()
         for entry in self.published:
+            if entry.name in self.models:
+                raise ConfigError(f"published row {entry.name!r} has the name of a compared model")
             for key in entry.metrics:
                 _split_key(key)
+                if key not in keys:
+                    raise ConfigError(
+                        f"published {entry.name!r}: {key} is not in the table (its cut-offs "
+                        f"are {sorted(set(self.base.eval.ks))})"
+                    )
 
     @property
     def baseline_label(self) -> str:
@@ -244,7 +251,10 @@ class CompareConfig:
                     f"[models.{label}] {key}: neither a [train] option nor an option of model "
                     f"{name!r} (its options: {', '.join(sorted(accepted)) or 'none'})"
                 )
-        return config.resolved()
+        try:
+            return config.resolved()
+        except (TypeError, ValueError) as exc:  # a value of the wrong type, e.g. lr = "fast"
+            raise ConfigError(f"the configuration of {label!r} is malformed: {exc}") from None
 
     def planned_runs(self) -> list[PlannedRun]:
         """Every run of the comparison, model by model, seed by seed."""
@@ -380,6 +390,8 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    if "name" in a and a.get("name") != b.get("name"):  # another model: its options are moot
+        return [f"{prefix}name: {a.get('name')!r} there, {b.get('name')!r} here"]
     out = []
     for key in sorted(set(a) | set(b)):
         left, right = a.get(key), b.get(key)
@@ -396,9 +408,9 @@ def config_differences(stored: RunConfig, wanted: RunConfig) -> list[str]:
     return _differences(_comparable(stored.to_dict()), _comparable(wanted.to_dict()))
 
 
-def ensure_run(planned: PlannedRun, report: Path, *, progress: bool = True) -> str:
-    """Train ``planned`` into the report unless a matching run is there; returns "reused",
-    "resumed" or "trained"."""
+def check_run(planned: PlannedRun, report: Path) -> None:
+    """Refuse a report whose run directory for ``planned`` was trained under another
+    configuration: mixing it in would make the table compare unlike things."""
     path = report / planned.path
     if (path / CONFIG).is_file():
         differences = config_differences(RunConfig.from_toml(path / CONFIG), planned.config)
@@ -407,6 +419,14 @@ def ensure_run(planned: PlannedRun, report: Path, *, progress: bool = True) -> s
                 f"{path} holds a run with another configuration ({'; '.join(differences[:3])}); "
                 f"delete it to retrain, or write the report elsewhere"
             )
+
+
+def ensure_run(planned: PlannedRun, report: Path, *, progress: bool = True) -> str:
+    """Train ``planned`` into the report unless a matching run is there; returns "reused",
+    "resumed" or "trained"."""
+    check_run(planned, report)
+    path = report / planned.path
+    if (path / CONFIG).is_file():
         if (path / "metrics.json").is_file() and (path / "per_user_metrics.parquet").is_file():
             return "reused"
         if (path / "checkpoints" / "last.pt").is_file():
@@ -508,9 +528,11 @@ def compare(
     this process's command line)."""
     config.validate()
     report = Path(out)
+    planned = config.planned_runs()
+    for run in planned:  # before any training: a conflict found late would waste hours
+        check_run(run, report)
     report.mkdir(parents=True, exist_ok=True)
     write_text(report / "compare.toml", config.to_toml())
-    planned = config.planned_runs()
     statuses: dict[str, dict[int, str]] = {label: {} for label in config.models}
     for run in planned:
         status = ensure_run(run, report, progress=progress)
@@ -540,6 +562,7 @@ def compare(
         _long_table(result, results).to_csv(tmp, index=False)
     write_json(report / "table.json", _json(result, results, protocol, invocation))
     write_text(report / "commands.sh", _commands(planned, invocation))
+    (report / "commands.sh").chmod(0o755)
     result.files = [report / name for name in ("table.md", "table.csv", "table.json")]
     result.files += [report / "compare.toml", report / "commands.sh"]
     if make_plots:
@@ -564,17 +587,12 @@ def _plots(report: Report, results: dict[str, ModelResult]) -> list[Path]:
 
 
 # ---- writers -------------------------------------------------------------------------------------
-def _format(value: float, scale: float) -> str:
-    """Four decimals for rates, one for counts (``popularity``): ``scale`` is the cell's mean,
-    so a mean and its std share one precision."""
-    if math.isnan(value):
+def _cell(key: str, mean: float, std: float) -> str:
+    """Four decimals for rates, one for ``popularity`` (a count of interactions)."""
+    digits = 1 if _split_key(key)[0] == "popularity" else 4
+    if math.isnan(mean):
         return "–"
-    return f"{value:.1f}" if abs(scale) >= 100 else f"{value:.4f}"
-
-
-def _cell(mean: float, std: float) -> str:
-    shown = _format(mean, mean)
-    return shown if math.isnan(std) else f"{shown} ± {_format(std, mean)}"
+    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
 
 
 def _spread(config: CompareConfig, protocol: dict[str, Any]) -> str:
@@ -585,15 +603,16 @@ def _spread(config: CompareConfig, protocol: dict[str, Any]) -> str:
     return "mean over the evaluated users (no cohorts, no seeds: no spread)"
 
 
-def _users_text(protocol: dict[str, Any]) -> str:
+def _users_text(protocol: dict[str, Any], seeds: int) -> str:
     users, candidates = protocol.get("users"), protocol.get("candidate_users")
+    drawn = " (drawn with each run's seed)" if seeds > 1 else ""
     if protocol.get("selection") == "cohorts":
         return (
             f"{users} of {candidates} test users in {protocol.get('cohorts')} cohort(s) of "
-            f"{protocol.get('cohort_size')}"
+            f"{protocol.get('cohort_size')}{drawn}"
         )
     if protocol.get("selection") == "sample":
-        return f"a fixed-seed sample of {users} of {candidates} test users"
+        return f"a fixed-seed sample of {users} of {candidates} test users{drawn}"
     return f"all {users} test users"
 
 
@@ -604,10 +623,10 @@ def _data_text(config: RunConfig) -> str:
     split = data.split
     if split not in ("given", "leave_one_out"):
         split += " " + "/".join(f"{f:g}" for f in data.fractions)
-    return (
-        f"{source} ({threshold}{data.user_core}/{data.item_core}-core users/items, "
-        f"{split} split, data seed {data.seed})"
-    )
+    core = ""
+    if max(data.user_core, data.item_core) > 1:
+        core = f"{data.user_core}/{data.item_core}-core users/items, "
+    return f"{source} ({threshold}{core}{split} split, data seed {data.seed})"
 
 
 def _markdown(report: Report, results: dict[str, ModelResult], protocol: dict[str, Any]) -> str:
@@ -618,7 +637,7 @@ def _markdown(report: Report, results: dict[str, ModelResult], protocol: dict[st
         f"# Comparison on {base.data.dataset or base.data.path}",
         "",
         f"- Data: {_data_text(base)}.",
-        f"- Evaluation: {_users_text(protocol)}; exact full ranking over all "
+        f"- Evaluation: {_users_text(protocol, len(config.seeds))}; exact full ranking over all "
         f"{protocol.get('n_items')} items, {' and '.join(protocol.get('masked', []))} items "
         f"masked, no sampled negatives.",
         f"- Values: {_spread(config, protocol)}.",
@@ -644,7 +663,7 @@ def _markdown(report: Report, results: dict[str, ModelResult], protocol: dict[st
             cells = []
             for key in keys:
                 mean, std = row.get(key, (math.nan, math.nan))
-                cells.append(_cell(mean, std) + report.marks(label, key))
+                cells.append(_cell(key, mean, std) + report.marks(label, key))
             lines.append(f"| {shown} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -128,23 +128,26 @@ def tune(
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, not {trials}")
     name, _, k = metric.partition("@")
-    if not k.isdigit() or int(k) < 1 or name not in (*METRICS, "coverage", "popularity"):
-        raise ConfigError(f"the tuning metric looks like 'ndcg@10', not {metric!r}")
+    if not k.isdigit() or int(k) < 1 or name not in METRICS:
+        raise ConfigError(
+            f"the tuning metric is a ranking metric at a cut-off such as 'ndcg@10' "
+            f"({', '.join(METRICS)}), not {metric!r}"
+        )
     config = config.resolved()
     space = search_space(config.model.name)
     if not space:
         raise ConfigError(f"model {config.model.name!r} is not trained: there is nothing to tune")
     optuna = _optuna()
     path = Path(run_dir)
-    path.mkdir(parents=True, exist_ok=True)
     _check_base(config, metric, path)
-
     split = load_split(config.data)
     if split.valid.nnz == 0:
         raise ConfigError(
             "tuning needs a validation split; this data has none (use a split with a "
             "validation share)"
         )
+    path.mkdir(parents=True, exist_ok=True)
+    _record_base(config, metric, path)
     study = optuna.create_study(
         study_name=STUDY_NAME,
         storage=f"sqlite:///{(path / STUDY_FILE).resolve()}",
@@ -169,21 +172,27 @@ def tune(
 
 def _check_base(config: RunConfig, metric: str, path: Path) -> None:
     """A study resumes only around the same base configuration and metric it was started with."""
-    base = path / BASE_CONFIG
-    if base.is_file():
-        differences = config_differences(RunConfig.from_toml(base), config)
-        meta = path / "tune.json"
-        if meta.is_file():
-            stored = json.loads(meta.read_text(encoding="utf-8")).get("metric")
-            if stored != metric:
-                differences.append(f"metric: {stored!r} there, {metric!r} here")
-        if differences:
-            raise ConfigError(
-                f"{path} holds a study of another configuration ({'; '.join(differences[:3])}); "
-                f"choose another --run-dir"
-            )
-    write_text(base, config.to_toml())
-    write_json(path / "tune.json", {"metric": metric, "model": config.model.name})
+    if not (path / BASE_CONFIG).is_file():
+        return
+    differences = config_differences(RunConfig.from_toml(path / BASE_CONFIG), config)
+    meta = path / "tune.json"
+    if meta.is_file():
+        stored = json.loads(meta.read_text(encoding="utf-8")).get("metric")
+        if stored != metric:
+            differences.append(f"metric: {stored!r} there, {metric!r} here")
+    if differences:
+        raise ConfigError(
+            f"{path} holds a study of another configuration ({'; '.join(differences[:3])}); "
+            f"choose another --run-dir"
+        )
+
+
+def _record_base(config: RunConfig, metric: str, path: Path) -> None:
+    """Write what the study searches around, once, before its first trial."""
+    if not (path / BASE_CONFIG).is_file():
+        write_text(path / BASE_CONFIG, config.to_toml())
+    if not (path / "tune.json").is_file():
+        write_json(path / "tune.json", {"metric": metric, "model": config.model.name})
 
 
 def _requeue_interrupted(study: optuna.Study, optuna: Any, log: Callable[[str], None]) -> None:

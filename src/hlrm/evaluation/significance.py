@@ -83,7 +83,7 @@ def paired_pvalues(values: np.ndarray, baseline: np.ndarray) -> tuple[float, flo
     if not diff.any():
         return 1.0, 1.0
     p_wilcoxon = float(stats.wilcoxon(diff).pvalue)
-    if np.ptp(diff) == 0:
+    if np.ptp(diff) <= 1e-12 * np.abs(diff).max():  # constant up to rounding: t is infinite
         return p_wilcoxon, 0.0
     return p_wilcoxon, float(stats.ttest_rel(values, baseline).pvalue)
 
@@ -109,7 +109,9 @@ def compare_to_baseline(
     for label, frame in per_user.items():
         if label == baseline:
             continue
-        joined = _by_user(frame, label).join(base, how="inner", rsuffix="\0base")
+        joined = _by_user(frame, label).merge(
+            base, left_index=True, right_index=True, suffixes=("", "\0base")
+        )
         for metric in metrics:
             if metric not in joined or f"{metric}\0base" not in joined:
                 raise ConfigError(f"metric {metric!r} is missing from the per-user values")

@@ -1,0 +1,108 @@
+"""hlrm tune: the search space per model, a resumable SQLite study, a best config that trains."""
+
+import json
+import sys
+
+import pytest
+
+from hlrm.cli import main
+from hlrm.config import RunConfig
+from hlrm.data.pipeline import DataConfig
+from hlrm.errors import ConfigError
+from hlrm.tuning import BEST_CONFIG, STUDY_FILE, STUDY_NAME, search_space, tune
+
+optuna = pytest.importorskip("optuna")
+
+
+def base_config(model: str = "lrml") -> RunConfig:
+    config = RunConfig(data=DataConfig(dataset="synthetic"))
+    config.model.name = model
+    config.model.params = {"dim": 16} if model != "popularity" else {}
+    config.train.epochs = 1
+    config.train.device = "cpu"
+    return config
+
+
+def complete_trials(path) -> int:
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{path / STUDY_FILE}")
+    return len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def test_search_space_holds_only_options_the_model_has():
+    assert set(search_space("hlr")) == {
+        "lr", "margin", "history_size", "history_sampling", "n_slots"
+    }  # fmt: skip
+    assert search_space("hlr")["history_size"] == (5, 10, 20, 50)
+    assert set(search_space("lrml")) == {"lr", "margin", "n_slots"}
+    assert set(search_space("adacml")) == {"lr", "margin", "history_size", "history_sampling"}
+    assert set(search_space("cml")) == {"lr", "margin"}
+    assert set(search_space("bpr")) == {"lr"}  # no hinge, no margin
+    assert search_space("popularity") == {}
+    assert search_space("cml")["lr"] == (2e-4, 5e-4, 7.5e-4)
+
+
+def test_study_resumes_and_best_config_trains(tmp_path, monkeypatch, capsys):
+    lines: list[str] = []
+    first = tune(base_config(), tmp_path, trials=2, log=lines.append)
+    assert first.complete_trials == complete_trials(tmp_path) == 2
+
+    # a second invocation, through the CLI, continues the same study up to three trials
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["hlrm", "tune", "--config", str(tmp_path / "base.toml"), "--trials", "3",
+         "--run-dir", str(tmp_path), "--quiet"],
+    )  # fmt: skip
+    main()
+    out = capsys.readouterr().out
+    assert "2 complete trial(s), running 1" in out and "best configuration" in out
+    assert complete_trials(tmp_path) == 3
+
+    summary = json.loads((tmp_path / "tune.json").read_text())
+    assert summary["complete_trials"] == 3 and summary["split"] == "valid"
+    best = RunConfig.from_toml(tmp_path / BEST_CONFIG)
+    assert best.model.name == "lrml" and best.data.dataset == "synthetic"
+    params = summary["best_params"]
+    assert best.train.lr == params["lr"] and best.train.margin == params["margin"]
+    assert best.model.params["n_slots"] == params["n_slots"]
+    assert best.model.params["dim"] == 16  # the base configuration is kept
+    best.resolved()
+    assert (tmp_path / "trials.csv").read_text().count("COMPLETE") == 3
+
+
+def test_a_trial_interrupted_by_a_crash_is_run_again(tmp_path):
+    tune(base_config(), tmp_path, trials=1, log=lambda _: None)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{tmp_path / STUDY_FILE}")
+    values = {"lr": 7.5e-4, "margin": 0.75, "n_slots": 10}
+    study.enqueue_trial(values)
+    crashed = study.ask()  # what a killed process leaves behind: a trial still "running"
+    for key, choices in search_space("lrml").items():
+        crashed.suggest_categorical(key, list(choices))
+    lines: list[str] = []
+    tune(base_config(), tmp_path, trials=2, log=lines.append)
+    trials = study.get_trials()
+    assert trials[crashed.number].state == optuna.trial.TrialState.FAIL
+    assert trials[-1].state == optuna.trial.TrialState.COMPLETE
+    assert trials[-1].params == values
+    assert f"trial {crashed.number} was interrupted: queued again" in lines
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ConfigError, match="nothing to tune"):
+        tune(base_config("popularity"), tmp_path / "a", trials=1)
+    with pytest.raises(ConfigError, match="ndcg@10"):
+        tune(base_config(), tmp_path / "b", trials=1, metric="ndcg")
+    with pytest.raises(ConfigError, match="--trials"):
+        tune(base_config(), tmp_path / "c", trials=0)
+    no_valid = base_config()
+    no_valid.data.fractions = (0.8, 0.0, 0.2)
+    with pytest.raises(ConfigError, match="validation split"):
+        tune(no_valid, tmp_path / "e", trials=1)
+    assert not (tmp_path / "e").exists()
+    tune(base_config(), tmp_path / "d", trials=1, log=lambda _: None)
+    other = base_config()
+    other.train.epochs = 2
+    with pytest.raises(ConfigError, match="train.epochs"):
+        tune(other, tmp_path / "d", trials=2)
+    with pytest.raises(ConfigError, match="metric"):
+        tune(base_config(), tmp_path / "d", trials=2, metric="recall@10")
