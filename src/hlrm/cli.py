@@ -23,6 +23,19 @@ datasets_app = typer.Typer(help="List the known datasets, or show one after prep
 app.add_typer(datasets_app, name="datasets")
 console = Console()
 
+# Options shared by several commands.
+DatasetOption = Annotated[str | None, typer.Option(help="A named dataset (hlrm datasets).")]
+KsOption = Annotated[str | None, typer.Option("--k", "--topk", help="Cut-offs, e.g. 5,10,20.")]
+CohortsOption = Annotated[
+    int | None, typer.Option(help="Paper protocol: n cohorts of test users (0: all).")
+]
+CohortSizeOption = Annotated[int | None, typer.Option(help="Users per cohort.")]
+EvalSizeOption = Annotated[
+    int | None, typer.Option(help="Evaluate a fixed-seed sample of n test users.")
+]
+DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: auto).")]
+QuietOption = Annotated[bool, typer.Option(help="No progress bars.")]
+
 HLRM_TYPES = {"base": "hlr", "plus": "hlr++"}
 HEADLINE = ["ndcg@10", "recall@10", "precision@10", "hit@10", "map@10", "mrr@10"]
 
@@ -83,7 +96,7 @@ def metric_grid(metrics: dict[str, Any], ks: list[int], title: str) -> Table:
 @app.command()
 def quickstart(
     epochs: Annotated[int, typer.Option(help="Training epochs for CML.")] = 15,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOption = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Also keep the CML run directory here.")
     ] = None,
@@ -94,7 +107,7 @@ def quickstart(
 
     base = RunConfig(data=DataConfig(dataset="synthetic"))
     base.train.epochs = epochs
-    base.train.device = device
+    base.train.device = device or "auto"
     base.train.lr = 2e-3
     base.eval.ks = [10]
     rows: dict[str, dict[str, Any]] = {}
@@ -209,8 +222,13 @@ def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
 
 @app.command("train")
 def train_command(
-    model: Annotated[str | None, typer.Option(help="Model name (cml, popularity, ...).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="A named dataset (hlrm datasets).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="cml, lrml, hlr, hlr++, transcf, adacml, bpr, als, itemknn, ease or popularity."
+        ),
+    ] = None,
+    dataset: DatasetOption = None,
     data: Annotated[Path | None, typer.Option(help="Your own interaction file.")] = None,
     fmt: Annotated[
         str | None,
@@ -276,20 +294,16 @@ def train_command(
     param: Annotated[
         list[str] | None, typer.Option(help="Any model option as key=value (repeatable).")
     ] = None,
-    k: Annotated[str | None, typer.Option("--k", help="Cut-offs, e.g. 5,10,20.")] = None,
-    cohorts: Annotated[
-        int | None, typer.Option(help="Paper protocol: n cohorts of test users (0: all).")
-    ] = None,
-    cohort_size: Annotated[int | None, typer.Option(help="Users per cohort.")] = None,
-    eval_size: Annotated[
-        int | None, typer.Option(help="Evaluate a fixed-seed sample of n test users.")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    k: KsOption = None,
+    cohorts: CohortsOption = None,
+    cohort_size: CohortSizeOption = None,
+    eval_size: EvalSizeOption = None,
+    device: DeviceOption = None,
     seed: Annotated[int | None, typer.Option(help="Seed for split, sampling and init.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML configuration file.")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where to write the run.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --run-dir.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train a model and evaluate it on the test split; options override --config."""
     from hlrm.runs import train
@@ -335,17 +349,18 @@ def train_command(
 @app.command("evaluate")
 def evaluate_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by hlrm train.")],
-    k: Annotated[str | None, typer.Option("--k", "--topk", help="Cut-offs, e.g. 5,10,20.")] = None,
-    cohorts: Annotated[int | None, typer.Option(help="n cohorts (paper protocol).")] = None,
-    cohort_size: Annotated[int | None, typer.Option(help="Users per cohort.")] = None,
-    eval_size: Annotated[int | None, typer.Option(help="A fixed-seed sample of users.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    k: KsOption = None,
+    cohorts: CohortsOption = None,
+    cohort_size: CohortSizeOption = None,
+    eval_size: EvalSizeOption = None,
+    device: DeviceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Re-evaluate a saved run on its test split."""
     from hlrm.runs import Run
 
     ks = parse_ks(k) if k else None
+    device = device or "auto"
     run = Run.open(run_dir, device)
     if cohort_size is not None:
         run.config.eval.cohort_size = cohort_size
@@ -369,7 +384,7 @@ def recommend_command(
     explain: Annotated[
         bool, typer.Option(help="Show what led to each item (HLR, HLR++, LRML).")
     ] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Top-k unseen items for a user, or for a new user given by their items (fold-in)."""
@@ -379,6 +394,7 @@ def recommend_command(
 
     if (user is None) == (items is None):
         raise ConfigError("give --user ID or --items ID,ID,... (one of the two)")
+    device = device or "auto"
     run = Run.open(run_dir, device)
     given = None if items is None else [part.strip() for part in items.split(",") if part.strip()]
     recommendations = recommend(run, user=user, items=given, k=k, explain=explain)
@@ -436,7 +452,7 @@ def compare_command(
     models: Annotated[
         str | None, typer.Option(help="Comma-separated models, e.g. cml,lrml,hlr.")
     ] = None,
-    dataset: Annotated[str | None, typer.Option(help="A named dataset (hlrm datasets).")] = None,
+    dataset: DatasetOption = None,
     baseline: Annotated[
         str | None, typer.Option(help="Model the others are tested against (default: first).")
     ] = None,
@@ -447,20 +463,16 @@ def compare_command(
         Path | None, typer.Option(help="Report directory (default: reports/<config name>).")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs of every model.")] = None,
-    k: Annotated[str | None, typer.Option("--k", help="Cut-offs, e.g. 5,10,20.")] = None,
-    cohorts: Annotated[
-        int | None, typer.Option(help="Paper protocol: n cohorts of test users (0: all).")
-    ] = None,
-    cohort_size: Annotated[int | None, typer.Option(help="Users per cohort.")] = None,
-    eval_size: Annotated[
-        int | None, typer.Option(help="Evaluate a fixed-seed sample of n test users.")
-    ] = None,
+    k: KsOption = None,
+    cohorts: CohortsOption = None,
+    cohort_size: CohortSizeOption = None,
+    eval_size: EvalSizeOption = None,
     alpha: Annotated[
         float | None, typer.Option(help="Significance level after Holm correction.")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    device: DeviceOption = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots (needs matplotlib).")] = True,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train or reuse runs of several models under one protocol; write tables with significance
     tests, plots and the commands that rebuild them."""
@@ -506,7 +518,7 @@ def compare_command(
 @app.command("tune")
 def tune_command(
     model: Annotated[str | None, typer.Option(help="Model to tune (cml, lrml, hlr, ...).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="A named dataset (hlrm datasets).")] = None,
+    dataset: DatasetOption = None,
     config: Annotated[
         Path | None, typer.Option(help="Base TOML configuration the search starts from.")
     ] = None,
@@ -515,13 +527,13 @@ def tune_command(
     ] = 50,
     metric: Annotated[str, typer.Option(help="Validation metric to maximise.")] = "ndcg@10",
     epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    device: DeviceOption = None,
     seed: Annotated[int | None, typer.Option(help="Seed for split, sampling and init.")] = None,
     run_dir: Annotated[
         Path | None,
         typer.Option(help="Study directory (default: runs/tune-<model>-<dataset>)."),
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Search lr, margin, P, sampling and N with Optuna on the validation split; writes the best
     configuration as a TOML file for hlrm train --config."""
