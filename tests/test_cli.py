@@ -216,3 +216,26 @@ def test_original_project_options(monkeypatch, capsys, tmp_path):
         "--model", "hlr", "--quiet",
     )  # fmt: skip
     assert_clean_error(code, err, "contradicts")
+
+
+@pytest.mark.parametrize("model", ["lrml", "hlr", "hlr++", "transcf", "adacml"])
+def test_relation_models_end_to_end_on_ml100k(monkeypatch, capsys, tmp_path, data_env, model):
+    run_dir = tmp_path / model
+    history = ["--num-inter", "10"] if model in ("hlr", "hlr++", "adacml") else []
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--model", model, "--dataset", "ml-100k", "--epochs", "1",
+        *history, "--lr", "0.002", "--run-dir", str(run_dir), "--quiet",
+        "--device", "cpu", "--k", "10",
+    )  # fmt: skip
+    assert code == 0, err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 < metrics["ndcg@10"] <= 1.0
+    code, out, err = run_cli(
+        monkeypatch, capsys, "recommend", str(run_dir), "--user", "1", "--k", "3", "--explain",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    recommendations = json.loads(out)
+    assert len(recommendations) == 3
+    if model in ("lrml", "hlr", "hlr++"):
+        assert all(r["explanation"] for r in recommendations)
