@@ -14,14 +14,11 @@ from torch import Tensor
 from hlrm.errors import ConfigError
 from hlrm.models.base import History, register
 from hlrm.models.memory import (
-    CoefficientBounds,
     Explanation,
     MemoryTranslationModel,
     PoolAddressing,
-    key_norms,
     ranked,
     relation_distances,
-    softmax_floor,
 )
 
 DISTANCES = ("squared", "l2", "l1")
@@ -90,22 +87,6 @@ class LRML(MemoryTranslationModel):
 
         per_item = len(user) * (self.dim if self.metric == "l1" else self.lram.n_slots)
         return self.blockwise_scores(len(user), per_item, block_distances, items)
-
-    def coefficient_bounds(
-        self, users: Tensor, history: History | None
-    ) -> CoefficientBounds | None:
-        """One address ``softmax((u ⊙ e_i) K)`` per pair (mass 1); pruning bounds squared
-        distances only, so the l2 and l1 variants prune nothing."""
-        if self.metric != "squared":
-            return None
-        user = self.user_embeddings[users]
-        one_slot = torch.ones(len(users), 1, dtype=torch.bool, device=user.device)
-        user_keys = key_norms(user.unsqueeze(1), self.lram.keys, one_slot)
-        n_slots = self.lram.n_slots
-        return CoefficientBounds(
-            mass=user.new_ones(len(users)),
-            floor=lambda items: softmax_floor(items.norm(dim=1, keepdim=True) * user_keys, n_slots),
-        )
 
     @torch.no_grad()
     def explain(

@@ -205,6 +205,11 @@ class MemoryTranslationModel(TranslationModel):
     #: Users whose candidates :meth:`pruned_scores` scores in one call, on the union of their
     #: candidate items: fewer, larger products against a few (user, item) pairs not needed.
     prune_group: int = 8
+    #: :meth:`pruned_scores` gives up (returns None: score every item) when more than this share
+    #: of the allowed pairs would still need an exact score, where pruning costs more than it
+    #: saves (grouped subsets are slower per pair than whole blocks): well-trained memories with
+    #: large unclipped keys, whose softmax floors vanish (docs/performance.md).
+    prune_limit: float = 0.5
 
     def after_step(self) -> None:
         super().after_step()
@@ -221,7 +226,9 @@ class MemoryTranslationModel(TranslationModel):
         self, users: Tensor, history: History | None
     ) -> CoefficientBounds | None:
         """What :meth:`score` is known to satisfy for ``users`` (see :class:`CoefficientBounds`),
-        or None where nothing is known and :meth:`pruned_scores` cannot prune."""
+        or None where :meth:`pruned_scores` should not prune. LRML keeps None: its exact score
+        costs about what the bound does (one N-slot address per pair), so pruning cannot pay
+        (measured 0.4-1.1× the plain scorer on ml-100k / ml-1m, docs/performance.md)."""
         return None
 
     @torch.no_grad()
@@ -229,15 +236,20 @@ class MemoryTranslationModel(TranslationModel):
         self, users: Tensor, history: History | None, excluded: Tensor, k: int
     ) -> Tensor | None:
         """Scores (U, I) equal to :meth:`score` on every item that can enter a user's top ``k``
-        and -inf on items proved unable to; None where :meth:`coefficient_bounds` knows nothing.
+        and -inf on items proved unable to; None where :meth:`coefficient_bounds` knows nothing
+        or the bounds would leave more than ``prune_limit`` of the pairs to score.
 
         ``excluded`` (U, I) bool marks the items never recommended to a user. Every item gets a
         lower bound on its distance (:func:`distance_lower_bounds`, cost O(N) per pair against
         O((1+P)·N·d) for the exact score); each user's 2k items of smallest bound are scored
-        exactly, the k-th best of them caps the user's k-th best distance τ, and only items with
-        bound <= τ (plus a rounding margin) are scored exactly. A pruned item is therefore
-        strictly farther than k scored items: it can neither enter the list nor tie with its
-        last entry, so ``torch.topk`` and the lower-index tie rule give the unpruned lists.
+        exactly (every user first, so a block is given up cheaply); the k-th best of them caps
+        the user's k-th best distance τ, and only items with bound <= τ + sqrt(eps)·(1 + τ) are
+        scored exactly (the margin, 3.5e-4 relative in float32, is hundreds of times the
+        rounding error of bound and score). A pruned item is therefore strictly farther than k
+        scored items: it can neither enter the list nor tie with its last entry, so
+        ``torch.topk`` and the lower-index tie rule give the unpruned lists. The candidates of
+        ``prune_group`` users are scored by :meth:`score` itself on the union of their items, so
+        every kept score is computed by the unpruned arithmetic.
         """
         bounds = self.coefficient_bounds(users, history)
         if bounds is None:
@@ -245,25 +257,32 @@ class MemoryTranslationModel(TranslationModel):
         lower = distance_lower_bounds(self, users, bounds).masked_fill_(excluded, math.inf)
         scores = torch.full_like(lower, -math.inf)
         seeds = lower.topk(min(2 * k, self.n_items), dim=1, largest=False).indices
-        margin = math.sqrt(torch.finfo(lower.dtype).eps)
-        for start in range(0, len(users), self.prune_group):
-            rows = slice(start, start + self.prune_group)
-            group = users[rows]
-            pools = None if history is None else History(history.items[rows], history.mask[rows])
+        groups = [
+            (rows, users[rows], _pool_rows(history, rows))
+            for rows in (
+                slice(start, start + self.prune_group)
+                for start in range(0, len(users), self.prune_group)
+            )
+        ]
+        for rows, group, pools in groups:
             seed_items = seeds[rows].unique()
             scores[rows, seed_items] = self.score(group, pools, items=seed_items)
-            known = scores[rows].masked_fill(excluded[rows], -math.inf)
-            if k <= known.shape[1]:
-                tau = -known.topk(k, dim=1).values[:, -1:]  # +inf: fewer than k items scored
-            else:
-                tau = torch.full_like(known[:, :1], math.inf)
-            needed = (lower[rows] <= tau + margin * (1.0 + tau.abs())) & torch.isneginf(
-                scores[rows]
-            )
-            candidates = needed.any(0).nonzero().squeeze(1)
+        # +inf where fewer than k items are known: then every allowed item is needed
+        tau = -scores.masked_fill(excluded, -math.inf).topk(min(k, self.n_items), dim=1).values
+        tau = tau[:, -1:]
+        margin = math.sqrt(torch.finfo(lower.dtype).eps)
+        needed = (lower <= tau + margin * (1.0 + tau.abs())) & torch.isneginf(scores)
+        if needed.sum() > self.prune_limit * (~excluded).sum():
+            return None
+        for rows, group, pools in groups:
+            candidates = needed[rows].any(0).nonzero().squeeze(1)
             if len(candidates):
                 scores[rows, candidates] = self.score(group, pools, items=candidates)
         return scores
+
+
+def _pool_rows(history: History | None, rows: slice) -> History | None:
+    return None if history is None else History(history.items[rows], history.mask[rows])
 
 
 def require_history(model: TranslationModel, history: History | None) -> History:
@@ -340,6 +359,9 @@ def relation_distances(
 
 # Exact pruning (:meth:`MemoryTranslationModel.pruned_scores`).
 
+#: Largest (I_b, U, N) block of :func:`distance_lower_bounds` (4 MiB of float32).
+BOUND_BLOCK_ELEMENTS = 1 << 20
+
 
 @dataclass(frozen=True)
 class CoefficientBounds:
@@ -380,8 +402,9 @@ def distance_lower_bounds(
     ``t = x'·cM >= λ·μ`` with ``μ = min_n M_n·x'``. Over that half-space the smallest
     ``||x' + y||²`` is ``max(0, ||x'||² + λμ)² / ||x'||²`` when μ < 0; when μ >= 0 the bound
     ``||x'||² + 2λμ`` is kept (its square-form twin divides by ``||x'||²``, unsafe near 0).
-    Only ``M u`` and ``M e_i`` (N values each) are needed per pair; items go in blocks of
-    ``block_elements`` (U, I_b, N) values.
+    Only ``M u`` and ``M e_i`` (N values each) are needed per pair. The work is memory-bound, so
+    items go in cache-sized blocks of at most 2^20 (I_b, U, N) values (faster than larger ones,
+    and far below the scorer's ``block_elements``).
     """
     memory = model.lram.memory
     n_slots = memory.shape[0]
@@ -390,7 +413,7 @@ def distance_lower_bounds(
     total = memory.sum(0)
     total_side = memory @ total  # (N,)
     lower = user.new_empty(len(users), model.n_items)
-    step = max(1, model.block_elements // max(1, len(users) * n_slots))
+    step = max(1, min(model.block_elements, BOUND_BLOCK_ELEMENTS) // max(1, len(users) * n_slots))
     for start in range(0, model.n_items, step):
         items = model.item_embeddings[start : start + step]
         floor = bounds.floor(items)  # (I_b, U)
@@ -400,7 +423,7 @@ def distance_lower_bounds(
             2.0 * projections.sum(-1) + floor * total.dot(total)
         )
         shifted = shifted.clamp_min(0.0)
-        least = (projections + floor.unsqueeze(-1) * total_side).amin(-1)  # μ
+        least = projections.addcmul_(floor.unsqueeze(-1), total_side).amin(-1)  # μ
         below = (shifted + spread * least).clamp_min(0.0).pow(2) / shifted.clamp_min(1e-30)
         above = shifted + 2.0 * spread * least
         lower[:, start : start + step] = torch.where(least < 0, below, above).T
