@@ -242,7 +242,7 @@ class MemoryTranslationModel(TranslationModel):
         ``excluded`` (U, I) bool marks the items never recommended to a user. Every item gets a
         lower bound on its distance (:func:`distance_lower_bounds`, cost O(N) per pair against
         O((1+P)·N·d) for the exact score); each user's 2k items of smallest bound are scored
-        exactly (every user first, so a block is given up cheaply); the k-th best of them caps
+        exactly (first for one group of users, a probe that gives up cheaply); the k-th best caps
         the user's k-th best distance τ, and only items with bound <= τ + sqrt(eps)·(1 + τ) are
         scored exactly (the margin, 3.5e-4 relative in float32, is hundreds of times the
         rounding error of bound and score). A pruned item is therefore strictly farther than k
@@ -251,34 +251,43 @@ class MemoryTranslationModel(TranslationModel):
         ``prune_group`` users are scored by :meth:`score` itself on the union of their items, so
         every kept score is computed by the unpruned arithmetic.
         """
+        probe = slice(0, self.prune_group)
+        seeded = self._seeded(users[probe], _pool_rows(history, probe), excluded[probe], k)
+        if seeded is None or seeded[1].sum() > self.prune_limit * (~excluded[probe]).sum():
+            return None
+        if len(users) > self.prune_group:
+            seeded = self._seeded(users, history, excluded, k)
+        scores, needed = seeded
+        for start in range(0, len(users), self.prune_group):
+            rows = slice(start, start + self.prune_group)
+            candidates = needed[rows].any(0).nonzero().squeeze(1)
+            if len(candidates):
+                pools = _pool_rows(history, rows)
+                scores[rows, candidates] = self.score(users[rows], pools, items=candidates)
+        return scores
+
+    def _seeded(
+        self, users: Tensor, history: History | None, excluded: Tensor, k: int
+    ) -> tuple[Tensor, Tensor] | None:
+        """Scores (U, I), exact on the union of each group's seeds (a user's 2k items of smallest
+        bound) and -inf elsewhere, and the mask (U, I) of the items that still need an exact
+        score; None without bounds."""
         bounds = self.coefficient_bounds(users, history)
         if bounds is None:
             return None
         lower = distance_lower_bounds(self, users, bounds).masked_fill_(excluded, math.inf)
         scores = torch.full_like(lower, -math.inf)
         seeds = lower.topk(min(2 * k, self.n_items), dim=1, largest=False).indices
-        groups = [
-            (rows, users[rows], _pool_rows(history, rows))
-            for rows in (
-                slice(start, start + self.prune_group)
-                for start in range(0, len(users), self.prune_group)
-            )
-        ]
-        for rows, group, pools in groups:
+        for start in range(0, len(users), self.prune_group):
+            rows = slice(start, start + self.prune_group)
             seed_items = seeds[rows].unique()
-            scores[rows, seed_items] = self.score(group, pools, items=seed_items)
+            pools = _pool_rows(history, rows)
+            scores[rows, seed_items] = self.score(users[rows], pools, items=seed_items)
         # +inf where fewer than k items are known: then every allowed item is needed
         tau = -scores.masked_fill(excluded, -math.inf).topk(min(k, self.n_items), dim=1).values
         tau = tau[:, -1:]
         margin = math.sqrt(torch.finfo(lower.dtype).eps)
-        needed = (lower <= tau + margin * (1.0 + tau.abs())) & torch.isneginf(scores)
-        if needed.sum() > self.prune_limit * (~excluded).sum():
-            return None
-        for rows, group, pools in groups:
-            candidates = needed[rows].any(0).nonzero().squeeze(1)
-            if len(candidates):
-                scores[rows, candidates] = self.score(group, pools, items=candidates)
-        return scores
+        return scores, (lower <= tau + margin * (1.0 + tau.abs())) & torch.isneginf(scores)
 
 
 def _pool_rows(history: History | None, rows: slice) -> History | None:
