@@ -1,40 +1,20 @@
 """hlrm compare: configuration, runs reused or resumed, report files, the quick ml-100k preset."""
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from cli_helpers import assert_clean_error, run_cli
 from hlrm import plots
-from hlrm.cli import main
 from hlrm.compare import CompareConfig, Published, compare, read_toml
 from hlrm.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "configs" / "compare").glob("*.toml"))
 PROTOCOLS = sorted((ROOT / "configs" / "protocols").glob("*.toml"))
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hlrm", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(code: int, err: str, *fragments: str) -> None:
-    assert code != 0
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def synthetic(models=("popularity", "cml"), **compare_options) -> CompareConfig:
@@ -139,20 +119,20 @@ def test_cli_bad_input_is_one_line(monkeypatch, capsys, tmp_path):
         monkeypatch, capsys, "compare", "--models", "cml,foo", "--dataset", "synthetic",
         "--out", str(tmp_path / "r"),
     )  # fmt: skip
-    one_error_line(code, err, "unknown model 'foo'")
+    assert_clean_error(code, err, "unknown model 'foo'")
     code, _, err = run_cli(
         monkeypatch, capsys, "compare", "--models", "cml,bpr", "--baseline", "lrml",
         "--dataset", "synthetic", "--out", str(tmp_path / "r"),
     )  # fmt: skip
-    one_error_line(code, err, "baseline 'lrml'")
+    assert_clean_error(code, err, "baseline 'lrml'")
     broken = tmp_path / "broken.toml"
     broken.write_text("[compare\nmodels = 1\n")
     code, _, err = run_cli(monkeypatch, capsys, "compare", "--config", str(broken))
-    one_error_line(code, err, "invalid TOML")
+    assert_clean_error(code, err, "invalid TOML")
     cycle = tmp_path / "cycle.toml"
     cycle.write_text('include = "cycle.toml"\n')
     code, _, err = run_cli(monkeypatch, capsys, "compare", "--config", str(cycle))
-    one_error_line(code, err, "include cycle")
+    assert_clean_error(code, err, "include cycle")
     assert not (tmp_path / "r").exists()
 
 
