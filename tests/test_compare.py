@@ -105,6 +105,10 @@ def test_include_overrides_and_per_model_options(tmp_path):
             "a@7 is not in the table",
         ),
         ({"compare": {"models": ["cml"]}, "trian": {}}, "unknown key(s) trian"),
+        (
+            {"compare": {"models": ["hlr", "cml"]}, "models": {"hlr": {"init_from": "cml"}}},
+            "name a model listed before 'hlr'",
+        ),
     ],
 )
 def test_bad_configs_fail_before_training_with_one_clear_message(change, fragment):
@@ -198,6 +202,19 @@ def test_seeds_reuse_resume_and_report(tmp_path):
     with pytest.raises(ConfigError, match="train.lr"):
         compare(config, tmp_path, progress=False, log=lines.append)
     assert CompareConfig.from_toml(tmp_path / "compare.toml").base.train.lr == 0.002
+
+
+def test_warm_start_from_another_label_of_the_report(tmp_path):
+    config = synthetic(("cml", "hlr-warm"))
+    config.overrides = {"hlr-warm": {"model": "hlr", "init_from": "cml", "history_size": 5}}
+    compare(config, tmp_path / "report", progress=False, make_plots=False, log=lambda _: None)
+    runs = tmp_path / "report" / "runs"
+    stored = read_toml(runs / "hlr-warm" / "config.toml")
+    assert Path(stored["init_from"]) == tmp_path / "report" / "runs" / "cml"
+    moved = tmp_path / "moved"
+    (tmp_path / "report").rename(moved)  # the source is matched relative to the report
+    again = compare(config, moved, progress=False, make_plots=False, log=lambda _: None)
+    assert again.statuses == {"cml": {2021: "reused"}, "hlr-warm": {2021: "reused"}}
 
 
 def test_plots_written_or_skipped_with_a_notice(tmp_path, monkeypatch):

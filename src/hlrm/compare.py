@@ -22,6 +22,9 @@ A comparison config is a run configuration (``seed``, ``[data]``, ``[train]``, `
     [models.hlr-unpop]                        # a second variant of one model, under a new label
     model = "hlr"
     history_sampling = "unpop"
+    [models.hlr-warm]                         # warm-started from the (same-seed) run of another
+    model = "hlr"                             # label listed before it
+    init_from = "cml"
 
 Every model is trained (or its run reused) under the same data, split and evaluation options, so
 the per-user metrics pair up user by user for the significance tests
@@ -211,6 +214,14 @@ class CompareConfig:
         for label, table in self.overrides.items():
             if label not in self.models and "model" not in table:
                 canonical_name(label)  # a typo in [models.X] must not pass silently
+            source = table.get("init_from")
+            if source is not None and label in self.models:
+                earlier = self.models[: self.models.index(label)]
+                if source not in earlier:
+                    raise ConfigError(
+                        f"[models.{label}] init_from = {source!r}: name a model listed before "
+                        f"{label!r} in [compare] models (its run is the starting point)"
+                    )
         self.base.eval.validate()
         configs = {label: self.run_config(label) for label in self.models}
         for name in self.shared:
@@ -237,6 +248,7 @@ class CompareConfig:
         then its own [models.<label>] options (model options first, training options else)."""
         table = dict(self.overrides.get(label, {}))
         name = canonical_name(str(table.pop("model", label)))
+        source = table.pop("init_from", None)
         accepted = model_parameters(name)
         config = RunConfig.from_dict(self.base.to_dict())
         config.model.name = name
@@ -251,6 +263,8 @@ class CompareConfig:
                     f"[models.{label}] {key}: neither a [train] option nor an option of model "
                     f"{name!r} (its options: {', '.join(sorted(accepted)) or 'none'})"
                 )
+        if source is not None:
+            config.init_from = (Path("runs") / str(source)).as_posix()
         try:
             return config.resolved()
         except (TypeError, ValueError) as exc:  # a value of the wrong type, e.g. lr = "fast"
@@ -268,6 +282,8 @@ class CompareConfig:
                 continue
             for seed in self.seeds:
                 seeded = dataclasses.replace(config, seed=seed)
+                if seeded.init_from:
+                    seeded.init_from = f"{seeded.init_from}/seed-{seed}"
                 runs.append(PlannedRun(label, seed, seeded, Path("runs") / label / f"seed-{seed}"))
         return runs
 
@@ -408,12 +424,24 @@ def config_differences(stored: RunConfig, wanted: RunConfig) -> list[str]:
     return _differences(_comparable(stored.to_dict()), _comparable(wanted.to_dict()))
 
 
+def located(planned: PlannedRun, report: Path) -> RunConfig:
+    """``planned``'s configuration as trained: a warm start names its source run relative to the
+    report, training needs the path itself."""
+    if not planned.config.init_from:
+        return planned.config
+    return dataclasses.replace(planned.config, init_from=str(report / planned.config.init_from))
+
+
 def check_run(planned: PlannedRun, report: Path) -> None:
     """Refuse a report whose run directory for ``planned`` was trained under another
     configuration: mixing it in would make the table compare unlike things."""
     path = report / planned.path
     if (path / CONFIG).is_file():
-        differences = config_differences(RunConfig.from_toml(path / CONFIG), planned.config)
+        stored = RunConfig.from_toml(path / CONFIG)
+        source = Path(planned.config.init_from)
+        if stored.init_from and Path(stored.init_from).parts[-len(source.parts) :] == source.parts:
+            stored.init_from = planned.config.init_from  # the same source run, wherever the report
+        differences = config_differences(stored, planned.config)
         if differences:
             raise ConfigError(
                 f"{path} holds a run with another configuration ({'; '.join(differences[:3])}); "
@@ -430,10 +458,10 @@ def ensure_run(planned: PlannedRun, report: Path, *, progress: bool = True) -> s
         if (path / "metrics.json").is_file() and (path / "per_user_metrics.parquet").is_file():
             return "reused"
         if (path / "checkpoints" / "last.pt").is_file():
-            train(planned.config, path, resume=True, progress=progress)
+            train(located(planned, report), path, resume=True, progress=progress)
             return "resumed"
         shutil.rmtree(path)  # started, but stopped before anything worth resuming was written
-    train(planned.config, path, progress=progress)
+    train(located(planned, report), path, progress=progress)
     return "trained"
 
 
