@@ -88,3 +88,48 @@ def test_history_models_need_a_sampler():
     model.uses_history = True
     with pytest.raises(ValueError, match="history_sampler"):
         top_k(model, np.arange(2), sp.csr_matrix((2, 4)), 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("hlr", {"n_slots": 4, "history_size": 30}),
+        ("hlr++", {"n_slots": 4, "history_size": 30}),
+        ("adacml", {"history_size": 30}),
+        ("lrml", {"n_slots": 4}),
+    ],
+)
+def test_scorers_with_per_user_intermediates_cap_the_user_block(name, options, monkeypatch):
+    """The factorised scorers hold per-user matrices (d·(1+P)·N floats for HLR) whatever their
+    item block, so the default user block shrinks to the model's cap; the lists do not change.
+    P = 30 >= every user's history: the pools are whole histories, the same in any block."""
+    from hlrm.models.base import create_model
+    from hlrm.training.history import HistorySampler
+
+    torch.manual_seed(0)
+    train = random_exclude(np.random.default_rng(0), 50, 30, 0.2)
+    model = create_model(name, 50, 30, dim=8, **options).eval()
+    sampler = HistorySampler(train, options.get("history_size", 0))
+    calls = []
+    score = model.score
+    monkeypatch.setattr(
+        model, "score", lambda users, *rest: calls.append(len(users)) or score(users, *rest)
+    )
+
+    def ranked(block_users=None):
+        return top_k(
+            model,
+            np.arange(50),
+            train,
+            5,
+            history_sampler=sampler,
+            block_users=block_users,
+            prune=False,
+        )
+
+    one_by_one = ranked(block_users=1)
+    calls.clear()
+    model.block_elements = 7 * model.user_elements()
+    assert model.max_block_users() == 7
+    np.testing.assert_array_equal(ranked(), one_by_one)
+    assert max(calls) == 7

@@ -33,8 +33,8 @@ from hlrm.errors import HlrmError
 from hlrm.models.base import Recommender
 from hlrm.training.history import HistorySampler
 
-#: Score-matrix budget per block, in floats (64 MiB of float32). History-based models that
-#: materialise per-(user, item) intermediate tensors may need a smaller ``block_users``.
+#: Score-matrix budget per block, in floats (64 MiB of float32). Models whose scorer holds
+#: per-user intermediates (history pools) cap the block further (``max_block_users``).
 SCORE_BUDGET_FLOATS = 1 << 24
 #: Marks a list position left empty because the user has fewer than k recommendable items.
 PAD = -1
@@ -72,6 +72,8 @@ def top_k(
     users = np.asarray(users, dtype=np.int64)
     n_items = exclude.shape[1]
     block = block_users or default_block_users(n_items)
+    if block_users is None and model.max_block_users() is not None:
+        block = min(block, model.max_block_users())
     depth = min(k, n_items)
     pruned_scores = getattr(model, "pruned_scores", None) if prune else None
     out = np.full((len(users), k), PAD, dtype=np.int64)

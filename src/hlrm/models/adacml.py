@@ -68,6 +68,10 @@ class AdaCML(TranslationModel):
             batch = replace(batch, history=quirk)
         return super().pair_distances(batch)
 
+    def user_elements(self) -> int:
+        """The pool (P, d) and its Gram matrix (P, P) per user."""
+        return self.history_size * (self.dim + self.history_size) + self.dim
+
     @torch.no_grad()
     def score(self, users: Tensor, history: History | None = None) -> Tensor:
         """Exact factorised scoring: the attention logits ``⟨x_j, i⟩`` of an item block are one

@@ -108,6 +108,11 @@ class Recommender(nn.Module):
         """Scores (U, n_items) of every item for ``users``; higher is better."""
         raise NotImplementedError
 
+    def max_block_users(self) -> int | None:
+        """The most users :meth:`score` should see in one call so that its own intermediates stay
+        bounded, or None when only its (U, I) result matters (the evaluator's default)."""
+        return None
+
     def after_step(self) -> None:
         """Constraints applied after every optimiser step (unit-ball projection)."""
 

@@ -89,6 +89,7 @@ class HLR(MemoryTranslationModel):
         self.history_size = history_size
         self.history_sampling = history_sampling
         self.beta = beta
+        self.scoring_pool = 1 + history_size  # HLR: [u; x_1..x_P]; HLR++: x_1..x_P and the target
 
     def _pool(self, users: Tensor, history: History) -> tuple[Tensor, Tensor, Tensor]:
         """User vectors (U, d), the pool ``[u; x_1..x_P]`` (U, 1+P, d) and its mask (U, 1+P)."""

@@ -131,6 +131,14 @@ class TranslationModel(EmbeddingModel):
         """Relation vectors (B, T, d) of ``users`` (B,) towards the items ``targets`` (B, T)."""
         raise NotImplementedError
 
+    def user_elements(self) -> int:
+        """Elements the factorised scorer holds per user whatever its item block (the user's
+        side of the block GEMM): with ``block_elements`` it caps the users of one call."""
+        return self.dim
+
+    def max_block_users(self) -> int:
+        return max(1, self.block_elements // self.user_elements())
+
     def distance(self, difference: Tensor) -> Tensor:
         """Distance of ``u + r - t`` along the last axis; squared Euclidean unless overridden."""
         return difference.pow(2).sum(-1)
@@ -210,6 +218,13 @@ class MemoryTranslationModel(TranslationModel):
     #: saves (grouped subsets are slower per pair than whole blocks): well-trained memories with
     #: large unclipped keys, whose softmax floors vanish (docs/performance.md).
     prune_limit: float = 0.5
+
+    #: Pool vectors per user that address the memory when scoring (LRML: the user alone).
+    scoring_pool: int = 1
+
+    def user_elements(self) -> int:
+        """The (d, U·S·N) matrix of :class:`PoolAddressing`: d·S·N elements per user."""
+        return self.dim * self.scoring_pool * self.lram.n_slots
 
     def after_step(self) -> None:
         super().after_step()
