@@ -257,3 +257,20 @@ def test_quick_preset_on_ml100k_via_the_cli(monkeypatch, capsys, tmp_path, data_
     assert ndcg.loc[["popularity", "bpr", "lrml"], "p_wilcoxon_holm"].notna().all()
     per_user = pd.read_parquet(out / "runs/lrml/per_user_metrics.parquet")
     assert per_user["cohort"].nunique() == 5
+
+
+def test_marks_lead_with_the_side_of_the_baseline():
+    from hlrm.compare import Report
+    from hlrm.evaluation.significance import PairedTest
+
+    def tested(model, delta, p_wilcoxon, p_ttest):
+        return PairedTest(model, "cml", "ndcg@10", 100, 0.2 + delta, 0.2, delta, 0.0, 0.0,
+                          p_wilcoxon, p_ttest)  # fmt: skip
+
+    config = synthetic(("cml", "hlr", "lrml", "bpr"))
+    tests = [tested("hlr", 0.02, 0.001, 0.2), tested("lrml", -0.05, 0.001, 0.001),
+             tested("bpr", 0.01, 0.5, 0.5)]  # fmt: skip
+    report = Report(Path("."), config, ["ndcg@10"], {}, tests, {}, [])
+    assert report.marks("hlr", "ndcg@10") == "↑*"
+    assert report.marks("lrml", "global_ndcg@10") == "↓*†"  # a twin shows its twin's marks
+    assert report.marks("bpr", "ndcg@10") == ""

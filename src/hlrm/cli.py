@@ -511,7 +511,8 @@ def compare_command(
         table.add_row(label, *cells)
     console.print(table)
     plain_log(
-        f"* Wilcoxon, † paired t-test: p < {setup.alpha:g} after Holm. Report: {out}/table.md"
+        f"* Wilcoxon, † paired t-test: p < {setup.alpha:g} after Holm; ↑ above, ↓ below the "
+        f"baseline. Report: {out}/table.md"
     )
 
 

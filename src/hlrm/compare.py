@@ -91,6 +91,8 @@ TWINS = {"paper_hitrate": "recall", "global_ndcg": "ndcg"}
 #: Metrics measured over a list of users, not per user: shown, never tested.
 LIST_METRICS = ("coverage", "popularity")
 WILCOXON_MARK, TTEST_MARK = "*", "†"
+#: Lead a cell's marks: the side of the baseline the model is on.
+UP, DOWN = "↑", "↓"
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _COMPARE_KEYS = {"models", "baseline", "seeds", "metrics", "alpha", "published"}
 _TRAIN_OPTIONS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -530,15 +532,17 @@ class Report:
     files: list[Path]
 
     def marks(self, label: str, key: str) -> str:
-        """The significance marks of one cell (twins show the marks of their twin)."""
+        """The significance marks of one cell (twins show the marks of their twin), led by the
+        direction of the difference: ``↑*†`` is significantly above the baseline, ``↓*`` below."""
         name, k = _split_key(key)
         key = f"{TWINS.get(name, name)}@{k}"
         alpha = self.config.alpha
         for test in self.tests:
             if test.model == label and test.metric == key:
-                return (WILCOXON_MARK if test.p_wilcoxon_holm < alpha else "") + (
+                marks = (WILCOXON_MARK if test.p_wilcoxon_holm < alpha else "") + (
                     TTEST_MARK if test.p_ttest_holm < alpha else ""
                 )
+                return (UP if test.delta > 0 else DOWN) + marks if marks else ""
         return ""
 
 
@@ -671,7 +675,8 @@ def _markdown(report: Report, results: dict[str, ModelResult], protocol: dict[st
         f"- Values: {_spread(config, protocol)}.",
         f"- Significance against **{config.baseline_label}** on per-user values (users in both "
         f"runs): `{WILCOXON_MARK}` Wilcoxon signed-rank, `{TTEST_MARK}` paired t-test, each "
-        f"p < {config.alpha:g} after Holm correction across {n_tests} (model, metric) tests. "
+        f"p < {config.alpha:g} after Holm correction across {n_tests} (model, metric) tests; "
+        f"`{UP}` marks a significant gain over the baseline, `{DOWN}` a significant loss. "
         f"`paper_hitrate` and `global_ndcg` equal `recall` and `ndcg` and show their marks; "
         f"`coverage` and `popularity` are not per-user and are not tested.",
         "- Rebuild: `commands.sh`; p-values in `table.csv` and `table.json`.",
@@ -769,7 +774,12 @@ def _json(
             "wilcoxon": "scipy.stats.wilcoxon on paired per-user differences, two-sided",
             "ttest": "scipy.stats.ttest_rel, two-sided",
             "correction": "Holm across every (model, metric) test, per kind of test",
-            "marks": {WILCOXON_MARK: "wilcoxon", TTEST_MARK: "ttest"},
+            "marks": {
+                WILCOXON_MARK: "wilcoxon",
+                TTEST_MARK: "ttest",
+                UP: "above the baseline",
+                DOWN: "below the baseline",
+            },
             "results": [t.to_dict() for t in report.tests],
         },
     }
