@@ -340,6 +340,23 @@ def machine() -> dict[str, Any]:
     }
 
 
+def emit(row: dict[str, Any], info: dict[str, Any]) -> None:
+    """Print one finished row as a JSON line (with the machine), as soon as it is measured."""
+    print(json.dumps({**row, "machine": info}), flush=True)
+
+
+def finish(
+    rows: list[dict[str, Any]], columns: list[str], info: dict[str, Any], json_out: Path | None
+) -> None:
+    """Print the aligned table of every row; append their JSON lines to ``json_out`` if given."""
+    print()
+    print_table(rows, columns)
+    if json_out is not None:
+        with json_out.open("a") as out:
+            for row in rows:
+                out.write(json.dumps({**row, "machine": info}) + "\n")
+
+
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     """A plain aligned text table of ``rows`` restricted to ``columns``."""
     cells = [[_cell(row.get(column)) for column in columns] for row in rows]

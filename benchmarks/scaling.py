@@ -156,15 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     for point in points(args):
         row = measure(point)
         rows.append(row)
-        print(json.dumps({**row, "machine": info}), flush=True)
-    print()
-    common.print_table(rows, COLUMNS)
+        common.emit(row, info)
+    common.finish(rows, COLUMNS, info, args.json_out)
     if args.plot is not None:
         plot(rows, args.plot)
-    if args.json_out is not None:
-        with args.json_out.open("a") as out:
-            for row in rows:
-                out.write(json.dumps({**row, "machine": info}) + "\n")
 
 
 if __name__ == "__main__":

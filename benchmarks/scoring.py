@@ -25,7 +25,6 @@ minute on 2 CPU cores. Prints one JSON line per model, then an aligned table.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Iterator
@@ -267,13 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     for model, params in models(runs, split, args):
         row = bench_model(model, params, split, args)
         rows.append(row)
-        print(json.dumps({**row, "machine": info}), flush=True)
-    print()
-    common.print_table(rows, COLUMNS)
-    if args.json_out is not None:
-        with args.json_out.open("a") as out:
-            for row in rows:
-                out.write(json.dumps({**row, "machine": info}) + "\n")
+        common.emit(row, info)
+    common.finish(rows, COLUMNS, info, args.json_out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ the whole epoch. An "example" is one (user, positive, negative) triplet.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -197,13 +196,8 @@ def main(argv: list[str] | None = None) -> None:
         if "implicit-bpr" in references:
             row["vs_implicit_bpr"] = row["examples_per_s"] / references["implicit-bpr"]
         row.update(dataset=split.name, device=args.device, batch_size=args.batch_size)
-        print(json.dumps({**row, "machine": info}), flush=True)
-    print()
-    common.print_table(rows, COLUMNS)
-    if args.json_out is not None:
-        with args.json_out.open("a") as out:
-            for row in rows:
-                out.write(json.dumps({**row, "machine": info}) + "\n")
+        common.emit(row, info)
+    common.finish(rows, COLUMNS, info, args.json_out)
 
 
 if __name__ == "__main__":

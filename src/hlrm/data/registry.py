@@ -392,17 +392,39 @@ def _movielens_zip(name: str, sha256: str, files: list[str]) -> Source:
     )
 
 
-register(
-    DatasetSpec(
-        name="ml-100k",
-        description="MovieLens 100K: 943 users, 1,682 movies, ratings 1-5 with timestamps",
-        directory="ml-100k",
+def _movielens(
+    name: str,
+    release: str,
+    description: str,
+    interactions: int,
+    files: tuple[FileSpec, ...],
+    zip_sha256: str,
+    zipped: list[str],
+) -> DatasetSpec:
+    """A GroupLens MovieLens release: ``release`` is its page under /datasets/movielens/,
+    ``zipped`` the files taken from the official zip."""
+    return DatasetSpec(
+        name=name,
+        description=description,
+        directory=name,
         format="movielens",
-        interactions=100_000,
+        interactions=interactions,
         licence=_MOVIELENS_LICENCE,
         citation=_MOVIELENS_CITATION,
-        url="https://grouplens.org/datasets/movielens/100k/",
-        files=(
+        url=f"https://grouplens.org/datasets/movielens/{release}/",
+        files=files,
+        sources=(_movielens_zip(name, zip_sha256, zipped),),
+        **_MOVIELENS_DEFAULTS,
+    )
+
+
+register(
+    _movielens(
+        "ml-100k",
+        "100k",
+        "MovieLens 100K: 943 users, 1,682 movies, ratings 1-5 with timestamps",
+        100_000,
+        (
             FileSpec(
                 "u.data",
                 "ratings",
@@ -414,31 +436,18 @@ register(
                 "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
             ),
         ),
-        sources=(
-            _movielens_zip(
-                "ml-100k",
-                "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
-                ["u.data", "u.item"],
-            ),
-        ),
-        **_MOVIELENS_DEFAULTS,
+        "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+        ["u.data", "u.item"],
     )
 )
-
 register(
-    DatasetSpec(
-        name="ml-1m",
-        description=(
-            "MovieLens 1M: 6,040 users, 3,706 rated movies; the original ratings.dat has "
-            "timestamps, the ratings_no_timestamp.dat reconstruction does not"
-        ),
-        directory="ml-1m",
-        format="movielens",
-        interactions=1_000_209,
-        licence=_MOVIELENS_LICENCE,
-        citation=_MOVIELENS_CITATION,
-        url="https://grouplens.org/datasets/movielens/1m/",
-        files=(
+    _movielens(
+        "ml-1m",
+        "1m",
+        "MovieLens 1M: 6,040 users, 3,706 rated movies; the original ratings.dat has "
+        "timestamps, the ratings_no_timestamp.dat reconstruction does not",
+        1_000_209,
+        (
             FileSpec("ratings.dat", "ratings", lines=1_000_209),
             FileSpec(
                 "ratings_no_timestamp.dat",
@@ -451,64 +460,30 @@ register(
                 "0140fc2356357c1a851d0f52e893a1e4d3696df632c4141cea8d5bc3d621f0b9",
             ),
         ),
-        sources=(
-            _movielens_zip(
-                "ml-1m",
-                "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
-                ["ratings.dat", "movies.dat"],
-            ),
-        ),
-        **_MOVIELENS_DEFAULTS,
+        "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+        ["ratings.dat", "movies.dat"],
     )
 )
-
 register(
-    DatasetSpec(
-        name="ml-20m",
-        description="MovieLens 20M: 138,493 users, 27,278 movies, half-star ratings, timestamps",
-        directory="ml-20m",
-        format="movielens",
-        interactions=20_000_263,
-        licence=_MOVIELENS_LICENCE,
-        citation=_MOVIELENS_CITATION,
-        url="https://grouplens.org/datasets/movielens/20m/",
-        files=(
-            FileSpec("ratings.csv", "ratings", lines=20_000_264),
-            FileSpec("movies.csv", "titles"),
-        ),
-        sources=(
-            _movielens_zip(
-                "ml-20m",
-                "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
-                ["ratings.csv", "movies.csv"],
-            ),
-        ),
-        **_MOVIELENS_DEFAULTS,
+    _movielens(
+        "ml-20m",
+        "20m",
+        "MovieLens 20M: 138,493 users, 27,278 movies, half-star ratings, timestamps",
+        20_000_263,
+        (FileSpec("ratings.csv", "ratings", lines=20_000_264), FileSpec("movies.csv", "titles")),
+        "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
+        ["ratings.csv", "movies.csv"],
     )
 )
-
 register(
-    DatasetSpec(
-        name="ml-latest-small",
-        description="MovieLens latest-small (2018 release): 610 users, 9,724 rated movies",
-        directory="ml-latest-small",
-        format="movielens",
-        interactions=100_836,
-        licence=_MOVIELENS_LICENCE,
-        citation=_MOVIELENS_CITATION,
-        url="https://grouplens.org/datasets/movielens/latest/",
-        files=(
-            FileSpec("ratings.csv", "ratings", lines=100_837),
-            FileSpec("movies.csv", "titles"),
-        ),
-        sources=(
-            _movielens_zip(
-                "ml-latest-small",
-                "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
-                ["ratings.csv", "movies.csv"],
-            ),
-        ),
-        **_MOVIELENS_DEFAULTS,
+    _movielens(
+        "ml-latest-small",
+        "latest",
+        "MovieLens latest-small (2018 release): 610 users, 9,724 rated movies",
+        100_836,
+        (FileSpec("ratings.csv", "ratings", lines=100_837), FileSpec("movies.csv", "titles")),
+        "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
+        ["ratings.csv", "movies.csv"],
     )
 )
 
