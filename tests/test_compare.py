@@ -184,6 +184,8 @@ def test_seeds_reuse_resume_and_report(tmp_path):
     assert "## @5" in markdown and "## @10" in markdown
     assert "| popularity (baseline) |" in markdown and "| Someone (published) |" in markdown
     assert "seeds 1, 2" in markdown
+    assert "| cml | 2 | 1 / 1 | 1 |" in markdown  # ## Runs: epochs run / budget, kept epoch
+    assert "| popularity | 1 | – | – | – | – |" in markdown
     commands = (tmp_path / "commands.sh").read_text()
     assert "hlrm compare --config compare.toml --out ." in commands
     assert "runs/cml/seed-2/config.toml" in commands

@@ -698,7 +698,30 @@ def _markdown(report: Report, results: dict[str, ModelResult], protocol: dict[st
                 mean, std = row.get(key, (math.nan, math.nan))
                 cells.append(_cell(key, mean, std) + report.marks(label, key))
             lines.append(f"| {shown} | " + " | ".join(cells) + " |")
+    lines += ["", "## Runs", "", *_runs_table(results)]
     return "\n".join(lines) + "\n"
+
+
+def _runs_table(results: dict[str, ModelResult]) -> list[str]:
+    """How each run was trained: epochs run of the budget, the epoch kept, time, warm start."""
+    lines = [
+        "| model | seed | epochs run / budget | kept epoch | training s | warm start from |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for label, result in results.items():
+        for planned, history in zip(result.runs, result.histories, strict=True):
+            source = planned.config.init_from
+            warm = Path(source).relative_to("runs").as_posix() if source else "–"
+            if history.empty:  # fitted in closed form or counted, not trained by epochs
+                lines.append(f"| {label} | {planned.seed} | – | – | – | {warm} |")
+                continue
+            kept = history.loc[history["best"].astype(bool), "epoch"]
+            lines.append(
+                f"| {label} | {planned.seed} | {len(history)} / {planned.config.train.epochs} | "
+                f"{int(kept.iloc[-1]) if len(kept) else '–'} | {history['seconds'].sum():.0f} | "
+                f"{warm} |"
+            )
+    return lines
 
 
 def _long_table(report: Report, results: dict[str, ModelResult]) -> pd.DataFrame:
