@@ -610,7 +610,13 @@ def _plots(report: Report, results: dict[str, ModelResult]) -> list[Path]:
     ks = sorted(set(report.config.base.eval.ks))
     main_k = 10 if 10 in ks else ks[-1]
     written = [directory / "metrics.png", directory / "ndcg_at_k.png"]
-    plots.metric_bars(report.summary, main_k, written[0])
+    plots.metric_bars(
+        report.summary,
+        main_k,
+        written[0],
+        baseline=report.config.baseline_label,
+        marks=report.marks,
+    )
     plots.ndcg_over_k(report.summary, ks, written[1])
     histories = {label: result.histories for label, result in results.items()}
     if plots.training_curves(histories, directory / "training_curves.png"):

@@ -9,7 +9,7 @@ written atomically.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,13 @@ def _save(figure: Figure, path: Path) -> None:
         figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
+def _colour(index: int) -> tuple[float, ...]:
+    """A distinct colour for up to 20 series (tab20), then repeating."""
+    from matplotlib import colormaps
+
+    return colormaps["tab20"](index % 20)
+
+
 def _figure(width: float, height: float, columns: int = 1) -> tuple[Figure, list[Axes]]:
     from matplotlib.figure import Figure
 
@@ -47,37 +54,55 @@ def _figure(width: float, height: float, columns: int = 1) -> tuple[Figure, list
     return figure, list(axes)
 
 
-def metric_bars(summary: Summary, k: int, path: Path) -> None:
-    """Grouped bars of the headline metrics at cut-off ``k``, one bar per model, with ± std."""
+def metric_bars(
+    summary: Summary,
+    k: int,
+    path: Path,
+    *,
+    baseline: str | None = None,
+    marks: Callable[[str, str], str] | None = None,
+) -> None:
+    """One panel per headline metric at cut-off ``k``: a horizontal bar per model (± std), the
+    baseline's value as a dashed line. ``marks(label, key)`` gives a cell's significance marks
+    (:meth:`hlrm.compare.Report.marks`): bars significantly above the baseline are green, below
+    red, the baseline blue, the rest grey."""
     keys = [f"{name}@{k}" for name in BAR_METRICS]
     keys = [key for key in keys if any(key in row for row in summary.values())]
     labels = list(summary)
-    figure, (axis,) = _figure(max(6.0, 1.2 * len(keys) * max(1, len(labels)) / 3), 4.0)
-    width = 0.8 / max(1, len(labels))
-    x = np.arange(len(keys))
-    for i, label in enumerate(labels):
-        values = [summary[label].get(key, (np.nan, np.nan)) for key in keys]
+    figure, axes = _figure(1.0 + 2.4 * len(keys), 0.9 + 0.28 * len(labels), columns=len(keys))
+    y = np.arange(len(labels))
+    for axis, key in zip(axes, keys, strict=True):
+        values = [summary[label].get(key, (np.nan, np.nan)) for label in labels]
         means = np.array([v[0] for v in values], dtype=float)
         stds = np.array([v[1] for v in values], dtype=float)
-        axis.bar(
-            x + (i - (len(labels) - 1) / 2) * width,
-            means,
-            width,
-            yerr=np.where(np.isnan(stds), 0.0, stds),
-            capsize=3,
-            label=label,
-        )
-    axis.set_xticks(x, keys)
-    axis.set_ylabel("value (mean ± std)")
-    axis.set_title(f"test metrics @{k}")
-    axis.legend(fontsize="small")
+        colours = [_bar_colour(label, key, baseline, marks) for label in labels]
+        axis.barh(y, means, xerr=np.where(np.isnan(stds), 0.0, stds), color=colours, capsize=2)
+        if baseline in summary and key in summary[baseline]:
+            axis.axvline(summary[baseline][key][0], color="tab:blue", linestyle="--", lw=0.8)
+        axis.set_title(key)
+        axis.set_yticks(y, labels if axis is axes[0] else [""] * len(labels))
+        axis.invert_yaxis()
+        axis.grid(axis="x", alpha=0.3)
+    figure.suptitle(
+        f"test metrics @{k} (mean ± std)"
+        + (f"; vs {baseline}: green above, red below (significant), grey not" if marks else "")
+    )
     _save(figure, path)
+
+
+def _bar_colour(
+    label: str, key: str, baseline: str | None, marks: Callable[[str, str], str] | None
+) -> str:
+    if label == baseline:
+        return "tab:blue"
+    cell = marks(label, key) if marks is not None else ""
+    return "tab:green" if cell.startswith("↑") else "tab:red" if cell.startswith("↓") else "0.6"
 
 
 def ndcg_over_k(summary: Summary, ks: Sequence[int], path: Path) -> None:
     """NDCG@k against k for every model, with ± std as error bars."""
-    figure, (axis,) = _figure(6.0, 4.0)
-    for label, row in summary.items():
+    figure, (axis,) = _figure(7.0, 4.5)
+    for index, (label, row) in enumerate(summary.items()):
         points = [(k, *row[f"ndcg@{k}"]) for k in ks if f"ndcg@{k}" in row]
         if not points:
             continue
@@ -90,13 +115,14 @@ def ndcg_over_k(summary: Summary, ks: Sequence[int], path: Path) -> None:
             yerr=np.where(np.isnan(stds), 0.0, stds),
             marker="o",
             capsize=3,
+            color=_colour(index),
             label=label,
         )
     axis.set_xticks(list(ks))
     axis.set_xlabel("k")
     axis.set_ylabel("NDCG@k")
     axis.set_title("NDCG@k over k")
-    axis.legend(fontsize="small")
+    axis.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     _save(figure, path)
 
 
@@ -111,7 +137,7 @@ def training_curves(histories: Mapping[str, Sequence[pd.DataFrame]], path: Path)
         return False
     from matplotlib.ticker import MaxNLocator
 
-    figure, axes = _figure(11.0, 4.0, columns=2)
+    figure, axes = _figure(12.0, 4.5, columns=2)
     for colour, (label, runs) in enumerate(curves.items()):
         for i, history in enumerate(runs):
             for axis, column in zip(axes, ("train_loss", "valid_loss"), strict=True):
@@ -119,7 +145,7 @@ def training_curves(histories: Mapping[str, Sequence[pd.DataFrame]], path: Path)
                     axis.plot(
                         history["epoch"],
                         history[column],
-                        color=f"C{colour}",
+                        color=_colour(colour),
                         alpha=1.0 if i == 0 else 0.5,
                         marker="." if len(history) < 30 else None,
                         label=label if i == 0 else None,
@@ -128,7 +154,11 @@ def training_curves(histories: Mapping[str, Sequence[pd.DataFrame]], path: Path)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
         axis.set_title(title)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize="small")
+        low, high = axis.get_ylim()
+        if low > 0 and high / low > 100:  # losses summed and averaged over batches side by side
+            axis.set_yscale("log")
+    legend_axis = next((axis for axis in axes if axis.get_legend_handles_labels()[0]), None)
+    if legend_axis is not None:
+        legend_axis.legend(fontsize="small", ncols=2)
     _save(figure, path)
     return True
