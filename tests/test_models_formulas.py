@@ -287,3 +287,25 @@ def test_registry_names_aliases_and_options():
         create_model("lrml", 2, 3, distance="cosine")
     with pytest.raises(ConfigError):
         create_model("hlr", 2, 3, clip="keys")
+
+
+def test_projection_moves_only_rows_outside_the_ball_onto_its_surface():
+    from hlrm.models.base import project_rows_
+
+    torch.manual_seed(0)
+    table = torch.randn(50, 6)
+    table[0] = 0.0  # a zero row stays zero
+    table[1] = table[1] / table[1].norm() * 0.75  # inside: untouched, bit for bit
+    table[2] = table[2] / table[2].norm()  # on the surface
+    before = table.clone()
+    norms = before.norm(dim=1)
+    project_rows_(table, 0.75)
+    inside = norms <= 0.75
+    assert torch.equal(table[inside], before[inside])
+    torch.testing.assert_close(table[~inside].norm(dim=1), torch.full(((~inside).sum(),), 0.75))
+    torch.testing.assert_close(  # same direction
+        table[~inside], before[~inside] * (0.75 / norms[~inside]).unsqueeze(1)
+    )
+    keys = torch.randn(6, 9)
+    project_rows_(keys.T, 1.0)  # a transposed view is projected in place (memory keys)
+    torch.testing.assert_close(keys.norm(dim=0).clamp(min=1.0), torch.ones(9))

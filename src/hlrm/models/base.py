@@ -64,11 +64,13 @@ def normal_init_(tensor: Tensor, dim: int) -> Tensor:
 
 
 def project_rows_(weight: Tensor, max_norm: float = 1.0) -> None:
-    """Rescale rows with norm > ``max_norm`` onto the ball's surface; rows inside are unchanged."""
+    """Rescale rows with norm > ``max_norm`` onto the ball's surface; rows inside are unchanged
+    (their factor is exactly 1). One multiply over the table: dense Adam moves every row, so after
+    a step many trained rows sit just outside the ball, and gathering and scattering them cost up
+    to 3× this on large tables."""
     with torch.no_grad():
-        norms = weight.norm(dim=1)
-        outside = torch.nonzero(norms > max_norm).squeeze(1)
-        weight[outside] *= (max_norm / norms[outside]).unsqueeze(1)
+        norms = torch.linalg.vector_norm(weight, dim=1)
+        weight.mul_((max_norm / norms).clamp_(max=1.0).unsqueeze(1))
 
 
 class Recommender(nn.Module):
