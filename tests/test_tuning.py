@@ -17,7 +17,7 @@ optuna = pytest.importorskip("optuna")
 def base_config(model: str = "lrml") -> RunConfig:
     config = RunConfig(data=DataConfig(dataset="synthetic"))
     config.model.name = model
-    config.model.params = {"dim": 16} if model != "popularity" else {}
+    config.model.params = {"dim": 16} if model not in ("popularity", "ease") else {}
     config.train.epochs = 1
     config.train.device = "cpu"
     return config
@@ -38,6 +38,15 @@ def test_search_space_holds_only_options_the_model_has():
     assert set(search_space("cml")) == {"lr", "margin"}
     assert set(search_space("bpr")) == {"lr"}  # no hinge, no margin
     assert search_space("popularity") == {}
+    assert set(search_space("als")) == {"regularization", "alpha"}
+    assert set(search_space("itemknn")) == {"neighbors", "shrink"}
+    assert search_space("ease") == {"l2": (50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)}
+
+
+def test_fitted_baselines_are_tuned_on_validation(tmp_path):
+    result = tune(base_config("ease"), tmp_path, trials=3)
+    best = RunConfig.from_toml(result.best_config)
+    assert best.model.name == "ease" and best.model.params["l2"] in (50, 100, 250, 500, 1000, 2500)
     assert search_space("cml")["lr"] == (2e-4, 5e-4, 7.5e-4)
 
 
@@ -88,7 +97,7 @@ def test_a_trial_interrupted_by_a_crash_is_run_again(tmp_path):
 
 
 def test_bad_input(tmp_path):
-    with pytest.raises(ConfigError, match="nothing to tune"):
+    with pytest.raises(ConfigError, match="no options to tune"):
         tune(base_config("popularity"), tmp_path / "a", trials=1)
     with pytest.raises(ConfigError, match="ndcg@10"):
         tune(base_config(), tmp_path / "b", trials=1, metric="ndcg")

@@ -59,6 +59,14 @@ GRID: dict[str, tuple[Any, ...]] = {
     "history_sampling": ("random", "unpop"),
     "n_slots": (10, 20, 50),
 }
+#: The baselines fitted in closed form or by counting have their own grids, so a comparison can
+#: give them the same tuning budget as the metric models (MF-ALS's regularisation and confidence
+#: scale, item-kNN's neighbourhood and shrinkage, EASE's L2).
+FITTED_GRID: dict[str, dict[str, tuple[Any, ...]]] = {
+    "als": {"regularization": (0.1, 1.0, 10.0, 30.0, 100.0), "alpha": (1.0, 5.0, 20.0, 40.0)},
+    "itemknn": {"neighbors": (20, 50, 100, 200, 500), "shrink": (0.0, 10.0, 50.0, 100.0)},
+    "ease": {"l2": (50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)},
+}
 TRAIN_OPTIONS = ("lr", "margin")
 MODEL_OPTIONS = ("history_size", "history_sampling", "n_slots")
 STUDY_FILE = "study.db"
@@ -68,11 +76,12 @@ BEST_CONFIG = "best.toml"
 
 
 def search_space(model: str) -> dict[str, tuple[Any, ...]]:
-    """The part of :data:`GRID` that applies to ``model`` (empty for untrained baselines)."""
+    """The part of :data:`GRID` that applies to ``model``, or its :data:`FITTED_GRID` (empty for
+    popularity, which has nothing to tune)."""
     name = canonical_name(model)
     cls = MODELS[name]
     if not cls.trainable:
-        return {}
+        return dict(FITTED_GRID.get(name, {}))
     space = {"lr": GRID["lr"]}
     if cls.pair_distances is not Recommender.pair_distances:  # trained with the hinge loss
         space["margin"] = GRID["margin"]
@@ -136,7 +145,7 @@ def tune(
     config = config.resolved()
     space = search_space(config.model.name)
     if not space:
-        raise ConfigError(f"model {config.model.name!r} is not trained: there is nothing to tune")
+        raise ConfigError(f"model {config.model.name!r} has no options to tune")
     optuna = _optuna()
     path = Path(run_dir)
     _check_base(config, metric, path)

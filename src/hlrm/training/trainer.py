@@ -130,6 +130,7 @@ class Trainer:
         self.on_epoch = on_epoch
         self.history: list[EpochRecord] = []
         self._best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = 0  # stays 0 for models fitted without epochs
         model.to(self.device)
         model.prepare(split.train)
         if not model.trainable:
@@ -185,7 +186,6 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, config.lr_gamma)
         self.start_epoch = 1
         self.best_value = math.inf
-        self.best_epoch = 0
         self.stale_epochs = 0
 
     # ---- checkpoints -------------------------------------------------------------------------
