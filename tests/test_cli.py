@@ -132,6 +132,7 @@ def test_filter_that_leaves_nothing(monkeypatch, capsys, tmp_path):
         (["evaluate", "/nonexistent/run"], "not an hlrm run directory"),
         (["train", "--config", "/nonexistent/c.toml"], "config file not found"),
         (["evaluate", "/nonexistent/run", "--k", "ten"], "--k"),
+        (["train", "--dataset", "synthetic", "--score-memory", "0"], "memory budget"),
     ],
 )
 def test_bad_names_give_one_clear_line(monkeypatch, capsys, args, fragment):
@@ -183,7 +184,17 @@ def test_original_project_options(monkeypatch, capsys, tmp_path):
     assert json.loads((hlr / "metrics.json").read_text())["protocol"]["users"] == 50
 
     code, out, err = run_cli(
-        monkeypatch, capsys, "evaluate", str(hlr), "--topk", "5", "--eval-size", "30", "--json"
+        monkeypatch,
+        capsys,
+        "evaluate",
+        str(hlr),
+        "--topk",
+        "5",
+        "--eval-size",
+        "30",
+        "--json",
+        "--score-memory",
+        "0.5",
     )
     assert code == 0, err
     result = json.loads(out)

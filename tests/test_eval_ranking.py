@@ -133,3 +133,24 @@ def test_scorers_with_per_user_intermediates_cap_the_user_block(name, options, m
     assert model.max_block_users() == 7
     np.testing.assert_array_equal(ranked(), one_by_one)
     assert max(calls) == 7
+
+
+def test_a_memory_budget_changes_blocks_never_lists(monkeypatch):
+    from hlrm.models.base import create_model
+
+    torch.manual_seed(0)
+    exclude = random_exclude(np.random.default_rng(0), 40, 30, 0.2)
+    model = create_model("lrml", 40, 30, dim=8, n_slots=4)
+    calls = []
+    score = model.score
+    monkeypatch.setattr(
+        model, "score", lambda users, *rest: calls.append(len(users)) or score(users, *rest)
+    )
+    default = top_k(model, np.arange(40), exclude, 5, prune=False)
+    assert calls == [40]
+    calls.clear()
+    tiny = 8 * 4 * 4 * 5 / 2**20  # five users' d·N pool matrices, in MiB
+    np.testing.assert_array_equal(top_k(model, np.arange(40), exclude, 5, memory_mib=tiny), default)
+    assert max(calls) == 5 and model.block_elements == 2**24  # restored
+    with pytest.raises(ValueError, match="memory budget"):
+        top_k(model, np.arange(40), exclude, 5, memory_mib=0)

@@ -34,6 +34,12 @@ EvalSizeOption = Annotated[
     int | None, typer.Option(help="Evaluate a fixed-seed sample of n test users.")
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: auto).")]
+ScoreMemoryOption = Annotated[
+    float | None,
+    typer.Option(
+        help="MiB of the largest tensor scoring may build (default 64): speed, not results."
+    ),
+]
 QuietOption = Annotated[bool, typer.Option(help="No progress bars.")]
 
 HLRM_TYPES = {"base": "hlr", "plus": "hlr++"}
@@ -186,7 +192,7 @@ def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
             "select_by",
             "patience", "freeze_embeddings", "device",
         ),
-        "eval": ("cohorts", "cohort_size", "max_users"),
+        "eval": ("cohorts", "cohort_size", "max_users", "memory_mib"),
     }  # fmt: skip
     for section, names in sections.items():
         for name in names:
@@ -298,6 +304,7 @@ def train_command(
     cohorts: CohortsOption = None,
     cohort_size: CohortSizeOption = None,
     eval_size: EvalSizeOption = None,
+    score_memory: ScoreMemoryOption = None,
     device: DeviceOption = None,
     seed: Annotated[int | None, typer.Option(help="Seed for split, sampling and init.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML configuration file.")] = None,
@@ -330,7 +337,7 @@ def train_command(
         rank_weight=rank_weight, shuffle=shuffle, rotating_skip=rotating_skip,
         select_by=select_by, patience=patience,
         freeze_embeddings=freeze_embeddings, device=device, seed=seed, ks=k,
-        cohorts=cohorts, cohort_size=cohort_size, max_users=eval_size,
+        cohorts=cohorts, cohort_size=cohort_size, max_users=eval_size, memory_mib=score_memory,
         init_from=init_from, params=param, model_params={
             "dim": emb_size, "n_slots": num_relations, "history_size": num_inter,
             "history_sampling": history_sampling,
@@ -353,6 +360,7 @@ def evaluate_command(
     cohorts: CohortsOption = None,
     cohort_size: CohortSizeOption = None,
     eval_size: EvalSizeOption = None,
+    score_memory: ScoreMemoryOption = None,
     device: DeviceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -364,6 +372,9 @@ def evaluate_command(
     run = Run.open(run_dir, device)
     if cohort_size is not None:
         run.config.eval.cohort_size = cohort_size
+    if score_memory is not None:
+        run.config.eval.memory_mib = score_memory
+        run.config.eval.validate()
     result = run.evaluate(ks, cohorts=cohorts, max_users=eval_size, device=device)
     if as_json:
         typer.echo(json.dumps({**result.metrics, "protocol": result.protocol}, indent=2))
@@ -467,6 +478,7 @@ def compare_command(
     cohorts: CohortsOption = None,
     cohort_size: CohortSizeOption = None,
     eval_size: EvalSizeOption = None,
+    score_memory: ScoreMemoryOption = None,
     alpha: Annotated[
         float | None, typer.Option(help="Significance level after Holm correction.")
     ] = None,
@@ -481,7 +493,7 @@ def compare_command(
     setup = CompareConfig.from_toml(config) if config else CompareConfig()
     setup.base = apply_overrides(
         setup.base, dataset=dataset, epochs=epochs, ks=k, cohorts=cohorts,
-        cohort_size=cohort_size, max_users=eval_size, device=device,
+        cohort_size=cohort_size, max_users=eval_size, memory_mib=score_memory, device=device,
     )  # fmt: skip
     if models is not None:
         setup.models = [part.strip() for part in models.split(",") if part.strip()]

@@ -402,9 +402,11 @@ class PlannedRun:
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A run configuration without what does not change results (the device)."""
+    """A run configuration without what does not change results (the device, the scoring
+    memory budget)."""
     train_section = {k: v for k, v in config.get("train", {}).items() if k != "device"}
-    return {**config, "train": train_section}
+    eval_section = {k: v for k, v in config.get("eval", {}).items() if k != "memory_mib"}
+    return {**config, "train": train_section, "eval": eval_section}
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

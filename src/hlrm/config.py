@@ -49,10 +49,13 @@ class EvalConfig:
     cohorts: int = 0  # 0: every test user; n: the paper's protocol with n cohorts
     cohort_size: int = 10_000
     max_users: int = 0  # 0: all; n: a fixed-seed sample of n test users
+    memory_mib: float = 64.0  # largest tensor scoring may build; changes speed, never results
 
     def validate(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"cut-offs k must be positive integers, not {self.ks}")
+        if not self.memory_mib > 0:
+            raise ConfigError(f"the scoring memory budget must be positive, not {self.memory_mib}")
 
 
 @dataclass

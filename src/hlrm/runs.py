@@ -91,6 +91,7 @@ class Run:
             seed=self.config.seed,
             max_users=max_users or None,
             device=resolve_device(device),
+            memory_mib=cfg.memory_mib,
         )
 
 

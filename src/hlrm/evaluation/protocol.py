@@ -69,10 +69,12 @@ def evaluate(
     max_users: int | None = None,
     device: torch.device | str = "cpu",
     block_users: int | None = None,
+    memory_mib: float | None = None,
 ) -> EvaluationResult:
     """Rank all items for the selected users of ``split`` and measure the ``target`` split.
 
-    ``model`` must already live on ``device``. See the module docstring for the protocol.
+    ``model`` must already live on ``device``. See the module docstring for the protocol;
+    ``memory_mib`` bounds the largest scoring tensor (:func:`~hlrm.evaluation.ranking.top_k`).
     """
     ks = _check_options(ks, target, cohorts, cohort_size, max_users)
     truth = split.test if target == "test" else split.valid
@@ -101,6 +103,7 @@ def evaluate(
         block_users=block_users,
         device=device,
         generator=generator,
+        memory_mib=memory_mib,
     )
 
     per_user_values = ranking_metrics(

@@ -33,16 +33,18 @@ from hlrm.errors import HlrmError
 from hlrm.models.base import Recommender
 from hlrm.training.history import HistorySampler
 
-#: Score-matrix budget per block, in floats (64 MiB of float32). Models whose scorer holds
-#: per-user intermediates (history pools) cap the block further (``max_block_users``).
-SCORE_BUDGET_FLOATS = 1 << 24
 #: Marks a list position left empty because the user has fewer than k recommendable items.
 PAD = -1
+#: Bytes per element of the budget: scores and intermediates are float32.
+ELEMENT_BYTES = 4
 
 
-def default_block_users(n_items: int) -> int:
-    """Users per scoring block so one block's score matrix fits :data:`SCORE_BUDGET_FLOATS`."""
-    return max(1, SCORE_BUDGET_FLOATS // max(n_items, 1))
+def block_users_for(model: Recommender, n_items: int) -> int:
+    """Users per scoring block: the (U, I) score matrix, and the model's own per-user
+    intermediates (``max_block_users``), within ``model.block_elements``."""
+    block = max(1, model.block_elements // max(n_items, 1))
+    cap = model.max_block_users()
+    return block if cap is None else min(block, cap)
 
 
 def top_k(
@@ -56,30 +58,36 @@ def top_k(
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
     prune: bool = True,
+    memory_mib: float | None = None,
 ) -> np.ndarray:
     """The k best items (int64 array (len(users), k), best first) for each user in ``users``.
 
     ``exclude`` is a (n_users, n_items) CSR matrix whose row ``u`` lists the items never to
     recommend to ``u``. ``model`` must already live on ``device``. History-based models need
     ``history_sampler`` (its pools are drawn with ``generator``, so a seeded generator makes the
-    lists reproducible). The model is scored in eval mode; its training flag is restored after.
-    ``prune``: use the model's exact pruned scorer where it has one.
+    lists reproducible). The model is scored in eval mode; its training flag and
+    ``block_elements`` are restored after.
+    ``prune``: use the model's exact pruned scorer where it has one. ``memory_mib``: the size of
+    the largest tensor scoring may build (the model's ``block_elements``, 64 MiB by default);
+    smaller budgets give smaller blocks, never different lists.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if model.uses_history and history_sampler is None:
         raise ValueError(f"{model.name} reads user histories: pass a history_sampler")
+    if memory_mib is not None and memory_mib <= 0:
+        raise ValueError(f"the scoring memory budget must be positive, not {memory_mib} MiB")
     users = np.asarray(users, dtype=np.int64)
     n_items = exclude.shape[1]
-    block = block_users or default_block_users(n_items)
-    if block_users is None and model.max_block_users() is not None:
-        block = min(block, model.max_block_users())
     depth = min(k, n_items)
     pruned_scores = getattr(model, "pruned_scores", None) if prune else None
     out = np.full((len(users), k), PAD, dtype=np.int64)
-    was_training = model.training
+    was_training, elements = model.training, model.block_elements
     model.eval()
     try:
+        if memory_mib is not None:
+            model.block_elements = max(1, int(memory_mib * 2**20) // ELEMENT_BYTES)
+        block = block_users or block_users_for(model, n_items)
         with torch.inference_mode():
             for start in range(0, len(users), block):
                 chunk = users[start : start + block]
@@ -104,6 +112,7 @@ def top_k(
                 out[start : start + len(chunk), :depth] = items.cpu().numpy()
     finally:
         model.train(was_training)
+        model.block_elements = elements
     return out
 
 

@@ -85,6 +85,10 @@ class Recommender(nn.Module):
     trainable: ClassVar[bool] = True
     #: Models that read a pool of the user's past items (AdaCML, HLR, HLR++) set this.
     uses_history: ClassVar[bool] = False
+    #: Elements of the largest tensor scoring may build (2^24 float32 = 64 MiB): the evaluator
+    #: blocks users, and factorised scorers block items, to stay within it. Several such
+    #: tensors can be alive at once. ``top_k(budget=...)`` sets it for one ranking.
+    block_elements: int = 2**24
 
     def __init__(self, n_users: int, n_items: int) -> None:
         super().__init__()
@@ -112,7 +116,7 @@ class Recommender(nn.Module):
 
     def max_block_users(self) -> int | None:
         """The most users :meth:`score` should see in one call so that its own intermediates stay
-        bounded, or None when only its (U, I) result matters (the evaluator's default)."""
+        within :attr:`block_elements`, or None when only its (U, I) result matters."""
         return None
 
     def after_step(self) -> None:

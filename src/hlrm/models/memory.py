@@ -117,10 +117,6 @@ class TranslationModel(EmbeddingModel):
     relation (official ``copy`` option); scoring always computes each item's own relation.
     """
 
-    #: Bound on the elements of one intermediate tensor of the factorised scorer (items are
-    #: processed in blocks to respect it); a plain attribute, not a hyper-parameter.
-    block_elements: int = 2**24
-
     def __init__(
         self, n_users: int, n_items: int, dim: int, max_norm: float, copy: bool = False
     ) -> None:
