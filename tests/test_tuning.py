@@ -44,7 +44,12 @@ def test_search_space_holds_only_options_the_model_has():
 
 
 def test_fitted_baselines_are_tuned_on_validation(tmp_path):
-    result = tune(base_config("ease"), tmp_path, trials=3)
+    result = tune(base_config("ease"), tmp_path, trials=10, log=lambda _: None)
+    tried = [t.params["l2"] for t in optuna.load_study(
+        study_name=STUDY_NAME, storage=f"sqlite:///{tmp_path / STUDY_FILE}"
+    ).trials]  # fmt: skip
+    assert sorted(tried) == [50, 100, 250, 500, 1000, 2500]  # a small grid is searched whole
+    assert result.complete_trials == 6
     best = RunConfig.from_toml(result.best_config)
     assert best.model.name == "ease" and best.model.params["l2"] in (50, 100, 250, 500, 1000, 2500)
     assert search_space("cml")["lr"] == (2e-4, 5e-4, 7.5e-4)

@@ -164,8 +164,19 @@ def tune(
         load_if_exists=True,
     )
     _requeue_interrupted(study, optuna, log)
-    # A fresh seed per call: a resumed study must not replay the first call's random proposals.
-    study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
+    # A grid that the trials can cover is searched exhaustively (TPE re-proposes points of small
+    # grids); otherwise TPE, with a fresh seed per call so a resumed study does not replay the
+    # first call's proposals.
+    grid_size = math.prod(len(values) for values in space.values())
+    if grid_size <= trials:
+        if grid_size < trials:
+            log(f"the grid of {config.model.name} has {grid_size} points: every one is tried")
+            trials = grid_size
+        study.sampler = optuna.samplers.GridSampler(
+            {key: list(values) for key, values in space.items()}, seed=config.seed
+        )
+    else:
+        study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
     complete = _complete(study, optuna)
     if complete < trials:
         log(f"study {path / STUDY_FILE}: {complete} complete trial(s), running {trials - complete}")
