@@ -120,3 +120,23 @@ def test_bad_input(tmp_path):
         tune(other, tmp_path / "d", trials=2)
     with pytest.raises(ConfigError, match="metric"):
         tune(base_config(), tmp_path / "d", trials=2, metric="recall@10")
+
+
+def test_a_model_of_a_comparison_is_tuned_under_its_protocol(tmp_path, monkeypatch, capsys):
+    (tmp_path / "compare.toml").write_text(
+        '[data]\ndataset = "synthetic"\nuser_core = 3\n'
+        "[eval]\ncohorts = 2\ncohort_size = 100\n"
+        '[compare]\nmodels = ["knn"]\n'
+        '[models.knn]\nmodel = "itemknn"\nshrink = 10.0\n'
+    )
+    args = ["hlrm", "tune", "--config", str(tmp_path / "compare.toml"), "--trials", "2",
+            "--run-dir", str(tmp_path / "study"), "--quiet"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", [*args, "--model", "knn"])
+    main()
+    assert "best configuration" in capsys.readouterr().out
+    best = RunConfig.from_toml(tmp_path / "study" / BEST_CONFIG)
+    assert best.model.name == "itemknn" and best.data.user_core == 3 and best.eval.cohorts == 2
+    monkeypatch.setattr(sys, "argv", args)  # which of its models?
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2 and "--model" in capsys.readouterr().err

@@ -533,7 +533,11 @@ def tune_command(
     model: Annotated[str | None, typer.Option(help="Model to tune (cml, lrml, hlr, ...).")] = None,
     dataset: DatasetOption = None,
     config: Annotated[
-        Path | None, typer.Option(help="Base TOML configuration the search starts from.")
+        Path | None,
+        typer.Option(
+            help="Base TOML configuration the search starts from: a run configuration, or a "
+            "comparison (configs/compare/) whose --model label is tuned under its protocol."
+        ),
     ] = None,
     trials: Annotated[
         int, typer.Option(help="Complete trials the study should hold (it resumes).")
@@ -550,10 +554,16 @@ def tune_command(
 ) -> None:
     """Search lr, margin, P, sampling and N with Optuna on the validation split; writes the best
     configuration as a TOML file for hlrm train --config."""
+    from hlrm.compare import CompareConfig, read_toml
     from hlrm.models.base import canonical_name
     from hlrm.tuning import tune
 
-    base = RunConfig.from_toml(config) if config else RunConfig()
+    if config is not None and "compare" in read_toml(config):
+        if model is None:
+            raise ConfigError(f"{config} is a comparison: name the model to tune with --model")
+        base, model = CompareConfig.from_toml(config).run_config(model), None
+    else:
+        base = RunConfig.from_toml(config) if config else RunConfig()
     base = apply_overrides(
         base, model=model, dataset=dataset, epochs=epochs, device=device, seed=seed
     )
