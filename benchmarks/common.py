@@ -170,6 +170,7 @@ class Job:
     scorer: str
     block_users: int | None
     device: str = "cpu"
+    memory_mib: float | None = None
 
     @classmethod
     def of(
@@ -182,6 +183,7 @@ class Job:
         scorer: str,
         block_users: int | None,
         device: str = "cpu",
+        memory_mib: float | None = None,
     ) -> Job:
         state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
         return cls(
@@ -197,6 +199,7 @@ class Job:
             scorer,
             block_users,
             device,
+            memory_mib,
         )
 
     def model(self) -> Recommender:
@@ -214,8 +217,10 @@ def rank(
     k: int,
     block_users: int | None,
     device: str = "cpu",
+    memory_mib: float | None = None,
 ) -> np.ndarray:
-    """Top-k lists of ``users`` with one of :data:`SCORERS`, through the library's ``top_k``."""
+    """Top-k lists of ``users`` with one of :data:`SCORERS`, through the library's ``top_k``
+    (``memory_mib``: its scoring memory budget; None keeps the library's default)."""
     sampler = FixedPools(users, pools) if pools is not None else None
     ranked_model = model
     if scorer == "broadcast":
@@ -230,6 +235,7 @@ def rank(
         block_users=block_users,
         device=device,
         prune=scorer == "default",
+        memory_mib=memory_mib,
     )
 
 
@@ -272,20 +278,50 @@ def _child(job_path: str) -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     model = job.model()
     pools = None if job.pools is None else job.pools.to(job.device)
-    rank(model, job.scorer, job.users[:2], pools, job.exclude, job.k, job.block_users, job.device)
+    rank(
+        model,
+        job.scorer,
+        job.users[:2],
+        pools,
+        job.exclude,
+        job.k,
+        job.block_users,
+        job.device,
+        job.memory_mib,
+    )
     if job.device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         started = time.perf_counter()
-        rank(model, job.scorer, job.users, pools, job.exclude, job.k, job.block_users, job.device)
+        rank(
+            model,
+            job.scorer,
+            job.users,
+            pools,
+            job.exclude,
+            job.k,
+            job.block_users,
+            job.device,
+            job.memory_mib,
+        )
         torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         peak = torch.cuda.max_memory_allocated() - before
     else:
         before = reset_peak_rss()
         started = time.perf_counter()
-        rank(model, job.scorer, job.users, pools, job.exclude, job.k, job.block_users, job.device)
+        rank(
+            model,
+            job.scorer,
+            job.users,
+            pools,
+            job.exclude,
+            job.k,
+            job.block_users,
+            job.device,
+            job.memory_mib,
+        )
         seconds = time.perf_counter() - started
         peak = (resident_kib()[0] - before) * 1024
     print(json.dumps({"peak_bytes": peak, "seconds": seconds}))

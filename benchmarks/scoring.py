@@ -97,6 +97,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(common.SCORERS),
         help="the first is the reference of differing_lists",
     )
+    parser.add_argument(
+        "--score-memory",
+        type=float,
+        default=None,
+        help="top_k's scoring memory budget in MiB (default: the library's)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per scorer (best kept)")
     parser.add_argument("--memory", action="store_true", help="peak memory per scorer (children)")
     parser.add_argument("--device", default="cpu")
@@ -127,7 +133,15 @@ def timed_lists(
     common.rank(model, scorer, users[:4], pools, exclude, args.k, None, args.device)
     return common.best_of(
         lambda: common.rank(
-            model, scorer, users, pools, exclude, args.k, args.block_users, args.device
+            model,
+            scorer,
+            users,
+            pools,
+            exclude,
+            args.k,
+            args.block_users,
+            args.device,
+            args.score_memory,
         ),
         args.repeats,
     )
@@ -198,6 +212,7 @@ def bench_model(model: Recommender, params: str, split, args: argparse.Namespace
         "device": args.device,
         "broadcast_chunk": common.broadcast_chunk(model),
         "block_users": args.block_users,
+        "score_memory_mib": args.score_memory,
     }
     scorers = args.scorers.split(",")
     lists = {}
@@ -226,6 +241,7 @@ def bench_model(model: Recommender, params: str, split, args: argparse.Namespace
                 scorer,
                 args.block_users,
                 args.device,
+                args.score_memory,
             )
             row[f"{scorer}_mib"] = common.measure_in_child(job)["peak_bytes"] / common.MIB
         if "default" in lists and "broadcast" in lists:

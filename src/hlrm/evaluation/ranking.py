@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from hlrm.errors import HlrmError
-from hlrm.models.base import Recommender
+from hlrm.models.base import History, Recommender
 from hlrm.training.history import HistorySampler
 
 #: Marks a list position left empty because the user has fewer than k recommendable items.
@@ -40,11 +40,27 @@ ELEMENT_BYTES = 4
 
 
 def block_users_for(model: Recommender, n_items: int) -> int:
-    """Users per scoring block: the (U, I) score matrix, and the model's own per-user
-    intermediates (``max_block_users``), within ``model.block_elements``."""
-    block = max(1, model.block_elements // max(n_items, 1))
-    cap = model.max_block_users()
-    return block if cap is None else min(block, cap)
+    """Users per ranking block: their (U, I) score matrix within ``model.block_elements``."""
+    return max(1, model.block_elements // max(n_items, 1))
+
+
+def _scores(model: Recommender, users: Tensor, history: History | None) -> Tensor:
+    """``model.score`` of ``users`` in sub-blocks of at most ``model.max_block_users()`` users,
+    so the scorer's per-user intermediates stay within the budget too."""
+    cap = model.max_block_users() or len(users)
+    if len(users) <= cap:
+        return model.score(users, history)
+    return torch.cat(
+        [
+            model.score(
+                users[start : start + cap],
+                None
+                if history is None
+                else History(history.items[start : start + cap], history.mask[start : start + cap]),
+            )
+            for start in range(0, len(users), cap)
+        ]
+    )
 
 
 def top_k(
@@ -68,7 +84,7 @@ def top_k(
     lists reproducible). The model is scored in eval mode; its training flag and
     ``block_elements`` are restored after.
     ``prune``: use the model's exact pruned scorer where it has one. ``memory_mib``: the size of
-    the largest tensor scoring may build (the model's ``block_elements``, 64 MiB by default);
+    the largest tensor scoring may build (the model's ``block_elements``, 16 MiB by default);
     smaller budgets give smaller blocks, never different lists.
     """
     if k < 1:
@@ -100,7 +116,7 @@ def top_k(
                     excluded = _excluded(exclude[chunk], device)
                     scores = pruned_scores(chunk_t, history, excluded, depth)
                 if scores is None:
-                    scores = model.score(chunk_t, history)
+                    scores = _scores(model, chunk_t, history)
                 # A private float32 copy: masking writes into it, and a model may return a view of
                 # its own buffers (popularity returns one expanded row).
                 scores = scores.to(torch.float32, copy=True)
