@@ -151,6 +151,6 @@ def test_a_memory_budget_changes_blocks_never_lists(monkeypatch):
     calls.clear()
     tiny = 8 * 4 * 4 * 5 / 2**20  # five users' d·N pool matrices, in MiB
     np.testing.assert_array_equal(top_k(model, np.arange(40), exclude, 5, memory_mib=tiny), default)
-    assert max(calls) == 5 and model.block_elements == 2**22  # restored
+    assert max(calls) == 5 and model.block_elements == 2**21  # restored
     with pytest.raises(ValueError, match="memory budget"):
         top_k(model, np.arange(40), exclude, 5, memory_mib=0)

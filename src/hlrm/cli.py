@@ -37,7 +37,7 @@ DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu or cuda (defau
 ScoreMemoryOption = Annotated[
     float | None,
     typer.Option(
-        help="MiB of the largest tensor scoring may build (default 16): speed, not results."
+        help="MiB of the largest tensor scoring may build (default 8): speed, not results."
     ),
 ]
 QuietOption = Annotated[bool, typer.Option(help="No progress bars.")]

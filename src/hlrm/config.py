@@ -49,7 +49,7 @@ class EvalConfig:
     cohorts: int = 0  # 0: every test user; n: the paper's protocol with n cohorts
     cohort_size: int = 10_000
     max_users: int = 0  # 0: all; n: a fixed-seed sample of n test users
-    memory_mib: float = 16.0  # largest tensor scoring may build; changes speed, never results
+    memory_mib: float = 8.0  # largest tensor scoring may build; changes speed, never results
 
     def validate(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):

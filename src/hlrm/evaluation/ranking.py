@@ -84,7 +84,7 @@ def top_k(
     lists reproducible). The model is scored in eval mode; its training flag and
     ``block_elements`` are restored after.
     ``prune``: use the model's exact pruned scorer where it has one. ``memory_mib``: the size of
-    the largest tensor scoring may build (the model's ``block_elements``, 16 MiB by default);
+    the largest tensor scoring may build (the model's ``block_elements``, 8 MiB by default);
     smaller budgets give smaller blocks, never different lists.
     """
     if k < 1:

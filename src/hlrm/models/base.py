@@ -85,11 +85,12 @@ class Recommender(nn.Module):
     trainable: ClassVar[bool] = True
     #: Models that read a pool of the user's past items (AdaCML, HLR, HLR++) set this.
     uses_history: ClassVar[bool] = False
-    #: Elements of the largest tensor scoring may build (2^22 float32 = 16 MiB): the evaluator
+    #: Elements of the largest tensor scoring may build (2^21 float32 = 8 MiB): the evaluator
     #: blocks users, and factorised scorers block items, to stay within it. Several such
-    #: tensors can be alive at once. ``top_k(memory_mib=...)`` sets it for one ranking. Smaller
-    #: blocks stay in cache: 16 MiB scored HLR 1.7x and LRML as fast as 64 MiB on ml-1m.
-    block_elements: int = 2**22
+    #: tensors can be alive at once. ``top_k(memory_mib=...)`` sets it for one ranking. Small
+    #: blocks stay in cache: at 8 MiB the factorised HLR and LRML scorers ran about 2x faster
+    #: than at 64 MiB on ml-1m, at a fifth of the memory (docs/performance.md).
+    block_elements: int = 2**21
 
     def __init__(self, n_users: int, n_items: int) -> None:
         super().__init__()
