@@ -13,6 +13,7 @@ Run as ``python benchmarks/common.py JOB`` it is that child.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -36,6 +37,7 @@ from hlrm.data.matrix import SplitData
 from hlrm.data.pipeline import DataConfig, load_split
 from hlrm.evaluation.ranking import top_k
 from hlrm.models import History, Recommender, create_model, hlr, lrml
+from hlrm.models.base import pool_rows
 from hlrm.models.memory import MemoryTranslationModel
 from hlrm.training.trainer import TrainConfig, Trainer
 
@@ -133,8 +135,7 @@ class Broadcast(Recommender):
         parts = []
         for start in range(0, len(users), self.chunk):
             rows = slice(start, start + self.chunk)
-            pools = None if history is None else History(history.items[rows], history.mask[rows])
-            parts.append(reference(self.inner, users[rows], pools))
+            parts.append(reference(self.inner, users[rows], pool_rows(history, rows)))
         return torch.cat(parts)
 
 
@@ -151,7 +152,7 @@ class FixedPools:
     ) -> History:
         rows = torch.tensor([self.position[int(u)] for u in users.tolist()])
         rows = rows.to(self.pools.items.device)
-        return History(self.pools.items[rows], self.pools.mask[rows])
+        return pool_rows(self.pools, rows)
 
 
 @dataclass
@@ -351,6 +352,16 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "date": dt.date.today().isoformat(),
     }
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, device_and_seed: bool = True) -> None:
+    """The options every benchmark script shares: torch threads and the JSON-lines file, and
+    (unless the script has no use for them) the device and the seed."""
+    if device_and_seed:
+        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json-out", type=Path, default=None, help="also append the JSON lines")
 
 
 def emit(row: dict[str, Any], info: dict[str, Any]) -> None:

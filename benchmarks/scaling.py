@@ -37,9 +37,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--scorers", default=",".join(common.SCORERS))
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--plot", type=Path, default=None, help="write the PNG here")
-    parser.add_argument("--json-out", type=Path, default=None, help="also append the JSON lines")
+    common.add_run_options(parser, device_and_seed=False)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 import common
-from hlrm.models import History, Recommender
+from hlrm.models import Recommender
+from hlrm.models.base import pool_rows
 from hlrm.models.cml import squared_distances
 from hlrm.models.memory import MemoryTranslationModel
 from hlrm.runs import Run
@@ -105,10 +106,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per scorer (best kept)")
     parser.add_argument("--memory", action="store_true", help="peak memory per scorer (children)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json-out", type=Path, default=None, help="also append the JSON lines")
+    common.add_run_options(parser)
     parser.add_argument("--quick", action="store_true", help="ml-100k, 100 users, random")
     args = parser.parse_args(argv)
     if args.quick:
@@ -151,7 +149,7 @@ def accuracy(model: Recommender, work: dict[str, Any], k: int) -> dict[str, floa
     """Largest |score - broadcast| on the first 8 users: of ``score`` over every item and of
     the pruned path over the items it scored."""
     users = torch.from_numpy(work["users"][:8]).to(model.user_embeddings.device)
-    pools = _rows(work["pools"], slice(0, 8))
+    pools = pool_rows(work["pools"], slice(0, 8))
     reference = common.REFERENCES[model.name](model, users, pools)
     with torch.no_grad():
         diff = (model.score(users, pools) - reference).abs().max().item()
@@ -169,7 +167,7 @@ def pruning_shares(model: Recommender, work: dict[str, Any], k: int) -> dict[str
     path, and with the issue's triangle bound given the exact k-th best distance."""
     device = model.user_embeddings.device
     users = torch.from_numpy(work["users"][:200]).to(device)
-    pools = _rows(work["pools"], slice(0, 200))
+    pools = pool_rows(work["pools"], slice(0, 200))
     if not common.has_pruning(model, users, pools):
         return {}
     assert isinstance(model, MemoryTranslationModel)
@@ -186,10 +184,6 @@ def pruning_shares(model: Recommender, work: dict[str, Any], k: int) -> dict[str
     triangle = gap.clamp_min(0.0).pow(2)
     tri_scored = ((triangle <= tau) & ~excluded).sum().item() / allowed
     return {"scored": scored, "tri_scored": tri_scored}
-
-
-def _rows(pools: History | None, rows: slice) -> History | None:
-    return None if pools is None else History(pools.items[rows], pools.mask[rows])
 
 
 def bench_model(model: Recommender, params: str, split, args: argparse.Namespace) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import argparse
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,10 +55,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--history-size", type=int, default=50, help="P of AdaCML, HLR, HLR++")
     parser.add_argument("--naive-examples", type=int, default=5000, help="naive CML loop length")
     parser.add_argument("--implicit-iterations", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json-out", type=Path, default=None, help="also append the JSON lines")
+    common.add_run_options(parser)
     parser.add_argument("--quick", action="store_true", help="ml-100k, whole epochs")
     args = parser.parse_args(argv)
     if args.quick:

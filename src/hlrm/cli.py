@@ -558,10 +558,11 @@ def tune_command(
     from hlrm.models.base import canonical_name
     from hlrm.tuning import tune
 
-    if config is not None and "compare" in read_toml(config):
+    raw = read_toml(config) if config is not None else {}
+    if "compare" in raw:
         if model is None:
             raise ConfigError(f"{config} is a comparison: name the model to tune with --model")
-        base, model = CompareConfig.from_toml(config).run_config(model), None
+        base, model = CompareConfig.from_dict(raw, str(config)).run_config(model), None
     else:
         base = RunConfig.from_toml(config) if config else RunConfig()
     base = apply_overrides(

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from hlrm.errors import HlrmError
-from hlrm.models.base import History, Recommender
+from hlrm.models.base import History, Recommender, pool_rows
 from hlrm.training.history import HistorySampler
 
 #: Marks a list position left empty because the user has fewer than k recommendable items.
@@ -52,12 +52,7 @@ def _scores(model: Recommender, users: Tensor, history: History | None) -> Tenso
         return model.score(users, history)
     return torch.cat(
         [
-            model.score(
-                users[start : start + cap],
-                None
-                if history is None
-                else History(history.items[start : start + cap], history.mask[start : start + cap]),
-            )
+            model.score(users[start : start + cap], pool_rows(history, slice(start, start + cap)))
             for start in range(0, len(users), cap)
         ]
     )

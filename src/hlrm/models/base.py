@@ -29,6 +29,11 @@ class History(NamedTuple):
         return History(self.items.to(device), self.mask.to(device))
 
 
+def pool_rows(history: History | None, rows: slice | Tensor) -> History | None:
+    """The pools of some rows (a slice or an index tensor) of ``history``; None stays None."""
+    return None if history is None else History(history.items[rows], history.mask[rows])
+
+
 @dataclass
 class TrainBatch:
     """One training batch: B (user, positive) pairs, k negatives each, optional history pools."""

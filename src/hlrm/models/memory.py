@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from hlrm.errors import ConfigError
-from hlrm.models.base import History, TrainBatch, normal_init_, project_rows_
+from hlrm.models.base import History, TrainBatch, normal_init_, pool_rows, project_rows_
 from hlrm.models.cml import EmbeddingModel, squared_distances
 
 #: ``"none"``: K and M are free; ``"slots"``: each key vector (column of K) and each memory slot
@@ -263,7 +263,7 @@ class MemoryTranslationModel(TranslationModel):
         every kept score is computed by the unpruned arithmetic.
         """
         probe = slice(0, self.prune_group)
-        seeded = self._seeded(users[probe], _pool_rows(history, probe), excluded[probe], k)
+        seeded = self._seeded(users[probe], pool_rows(history, probe), excluded[probe], k)
         if seeded is None or seeded[1].sum() > self.prune_limit * (~excluded[probe]).sum():
             return None
         if len(users) > self.prune_group:
@@ -273,7 +273,7 @@ class MemoryTranslationModel(TranslationModel):
             rows = slice(start, start + self.prune_group)
             candidates = needed[rows].any(0).nonzero().squeeze(1)
             if len(candidates):
-                pools = _pool_rows(history, rows)
+                pools = pool_rows(history, rows)
                 scores[rows, candidates] = self.score(users[rows], pools, items=candidates)
         return scores
 
@@ -292,17 +292,13 @@ class MemoryTranslationModel(TranslationModel):
         for start in range(0, len(users), self.prune_group):
             rows = slice(start, start + self.prune_group)
             seed_items = seeds[rows].unique()
-            pools = _pool_rows(history, rows)
+            pools = pool_rows(history, rows)
             scores[rows, seed_items] = self.score(users[rows], pools, items=seed_items)
         # +inf where fewer than k items are known: then every allowed item is needed
         tau = -scores.masked_fill(excluded, -math.inf).topk(min(k, self.n_items), dim=1).values
         tau = tau[:, -1:]
         margin = math.sqrt(torch.finfo(lower.dtype).eps)
         return scores, (lower <= tau + margin * (1.0 + tau.abs())) & torch.isneginf(scores)
-
-
-def _pool_rows(history: History | None, rows: slice) -> History | None:
-    return None if history is None else History(history.items[rows], history.mask[rows])
 
 
 def require_history(model: TranslationModel, history: History | None) -> History:
