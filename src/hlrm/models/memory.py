@@ -266,9 +266,11 @@ class MemoryTranslationModel(TranslationModel):
         seeded = self._seeded(users[probe], pool_rows(history, probe), excluded[probe], k)
         if seeded is None or seeded[1].sum() > self.prune_limit * (~excluded[probe]).sum():
             return None
-        if len(users) > self.prune_group:
-            seeded = self._seeded(users, history, excluded, k)
         scores, needed = seeded
+        if len(users) > self.prune_group:  # the probe's groups are done: seed the others
+            rest = slice(self.prune_group, None)
+            others = self._seeded(users[rest], pool_rows(history, rest), excluded[rest], k)
+            scores, needed = torch.cat([scores, others[0]]), torch.cat([needed, others[1]])
         for start in range(0, len(users), self.prune_group):
             rows = slice(start, start + self.prune_group)
             candidates = needed[rows].any(0).nonzero().squeeze(1)
@@ -419,8 +421,8 @@ def distance_lower_bounds(
     ``||x' + y||²`` is ``max(0, ||x'||² + λμ)² / ||x'||²`` when μ < 0; when μ >= 0 the bound
     ``||x'||² + 2λμ`` is kept (its square-form twin divides by ``||x'||²``, unsafe near 0).
     Only ``M u`` and ``M e_i`` (N values each) are needed per pair. The work is memory-bound, so
-    items go in cache-sized blocks of at most 2^20 (I_b, U, N) values (faster than larger ones,
-    and far below the scorer's ``block_elements``).
+    items go in cache-sized blocks of at most 2^20 (I_b, U, N) values (faster than larger ones),
+    fewer when the scorer's ``block_elements`` is smaller.
     """
     memory = model.lram.memory
     n_slots = memory.shape[0]
