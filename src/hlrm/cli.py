@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -581,9 +582,27 @@ def tune_command(
     plain_log(f"best configuration: {result.best_config} (hlrm train --config accepts it)")
 
 
+def usage_error_types() -> tuple[type[Exception], ...]:
+    """The exception classes typer raises for a mistyped command line.
+
+    typer up to 0.2x raises click's ``ClickException``; newer releases vendor click as
+    ``typer._click`` and install no click at all, so neither import may be assumed.
+    """
+    types: list[type[Exception]] = []
+    for module_name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        types.append(module.ClickException)
+    return tuple(types)
+
+
 def main() -> None:
+    """The console script: one line and a non-zero exit for anything a user can get wrong."""
+    usage_errors = usage_error_types()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except HlrmError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -592,10 +611,15 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except MemoryError:
+        typer.echo("error: out of memory; use a smaller model, batch or --score-memory", err=True)
+        sys.exit(1)
+    except usage_errors as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    # Without standalone mode typer returns, rather than raises, the exit code of a
+    # ``typer.Exit`` and of Ctrl-C (130); a command's own return value is never an int.
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        if code == 130:
+            typer.echo("interrupted", err=True)
+        sys.exit(code)

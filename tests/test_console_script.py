@@ -1,0 +1,75 @@
+"""The installed ``hlrm`` console script in a subprocess, as a user runs it.
+
+The in-process runner cannot catch what only shows in a real install: a missing dependency on
+the error path (typer 0.29 vendors click and installs none), exit codes typer returns rather
+than raises, and signal handling.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = shutil.which("hlrm", path=str(Path(sys.executable).parent)) or shutil.which("hlrm")
+pytestmark = pytest.mark.skipif(SCRIPT is None, reason="the hlrm console script is not installed")
+
+
+def run_script(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    return subprocess.run(
+        [SCRIPT, *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--bogus"], "No such option"),
+        (["bogus-command"], "No such command"),
+        (["train", "--epochs", "ten"], "--epochs"),
+        (["evaluate"], "Missing argument"),
+    ],
+)
+def test_usage_errors_are_reported_without_a_traceback(args, fragment):
+    result = run_script(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert fragment in result.stderr
+
+
+def test_an_input_error_is_one_line(tmp_path):
+    result = run_script("train", "--model", "no-such-model", "--dataset", "synthetic")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error: "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_help_exits_zero():
+    result = run_script("--help")
+    assert result.returncode == 0
+    assert "train" in result.stdout
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_ctrl_c_exits_130(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    process = subprocess.Popen(
+        [SCRIPT, "quickstart", "--epochs", "1000", "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    time.sleep(8)  # past the imports, inside training
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted" in err
