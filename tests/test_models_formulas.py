@@ -271,6 +271,10 @@ def test_registry_names_aliases_and_options():
         "copy": False,
         "beta": 1.0,
         "clip": "none",
+        "memory_init": "normal",
+        "address_scale": 1.0,
+        "attention_scale": 1.0,
+        "learn_scales": False,
         "padding_quirk": False,
     }
     assert model_parameters("lrml")["distance"] == "squared"

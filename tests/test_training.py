@@ -26,7 +26,7 @@ def random_split(n_users=60, n_items=40, seed=0) -> SplitData:
 def test_hinge_all_negatives_and_reductions():
     pos = torch.tensor([1.0, 0.2])
     neg = torch.tensor([[1.2, 0.1], [2.0, 0.1]])
-    terms = HingeObjective(margin=0.5).hinge(pos, neg)
+    terms = HingeObjective(margin=0.5).terms(pos, neg)
     expected = torch.tensor([[0.3, 1.4], [0.0, 0.6]])
     assert torch.allclose(terms, expected)
     assert torch.isclose(HingeObjective(reduction="sum").reduce(terms), expected.sum())
@@ -36,11 +36,11 @@ def test_hinge_all_negatives_and_reductions():
 def test_hinge_closest_negative_and_rank_weight():
     pos = torch.tensor([1.0])
     neg = torch.tensor([[1.2, 0.1, 3.0, 0.9]])
-    closest = HingeObjective(margin=0.5, negative_selection="closest").hinge(pos, neg)
+    closest = HingeObjective(margin=0.5, negative_selection="closest").terms(pos, neg)
     assert torch.allclose(closest, torch.tensor([[1.4]]))
     weighted = HingeObjective(
         margin=0.5, negative_selection="closest", rank_weight=True, n_items=100
-    ).hinge(pos, neg)
+    ).terms(pos, neg)
     # impostors: 1.2, 0.1, 0.9 violate the margin -> rank = floor(100 * 3 / 4) = 75
     assert torch.allclose(weighted, torch.tensor([[1.4 * float(np.log(76))]]))
 

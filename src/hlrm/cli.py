@@ -189,7 +189,8 @@ def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
         ),
         "train": (
             "epochs", "batch_size", "lr", "lr_gamma", "clip_grad", "margin", "reduction",
-            "negatives", "negative_selection", "rank_weight", "shuffle", "rotating_skip",
+            "loss", "temperature", "negatives", "shared_negatives", "negative_sampling",
+            "negative_selection", "rank_weight", "shuffle", "rotating_skip",
             "select_by",
             "patience", "freeze_embeddings", "device",
         ),
@@ -264,7 +265,19 @@ def train_command(
     clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0: off).")] = None,
     margin: Annotated[float | None, typer.Option(help="Hinge margin.")] = None,
     reduction: Annotated[str | None, typer.Option(help="Loss reduction: mean or sum.")] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="hinge (official) or softmax (sampled softmax).")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Softmax temperature on the distances.")
+    ] = None,
     negatives: Annotated[int | None, typer.Option(help="Negatives per positive.")] = None,
+    shared_negatives: Annotated[
+        bool | None, typer.Option(help="One set of negatives per batch (one GEMM).")
+    ] = None,
+    negative_sampling: Annotated[
+        str | None, typer.Option(help="uniform, or popularity (importance-weighted).")
+    ] = None,
     negative_selection: Annotated[
         str | None, typer.Option(help="all, or closest (original CML).")
     ] = None,
@@ -334,7 +347,9 @@ def train_command(
         timestamp_col=timestamp_col, sep=sep, min_rating=min_rating, core=core,
         user_core=user_core, item_core=item_core, split=split, epochs=epochs,
         batch_size=batch_size, lr=lr, lr_gamma=lr_gamma, clip_grad=clip, margin=margin,
-        reduction=reduction, negatives=negatives, negative_selection=negative_selection,
+        reduction=reduction, loss=loss, temperature=temperature, negatives=negatives,
+        shared_negatives=shared_negatives, negative_sampling=negative_sampling,
+        negative_selection=negative_selection,
         rank_weight=rank_weight, shuffle=shuffle, rotating_skip=rotating_skip,
         select_by=select_by, patience=patience,
         freeze_embeddings=freeze_embeddings, device=device, seed=seed, ks=k,

@@ -36,12 +36,20 @@ def pool_rows(history: History | None, rows: slice | Tensor) -> History | None:
 
 @dataclass
 class TrainBatch:
-    """One training batch: B (user, positive) pairs, k negatives each, optional history pools."""
+    """One training batch: B (user, positive) pairs, k negatives each, optional history pools.
+
+    ``shared``: every row has the same k negatives (``negatives`` is then a (B, k) expanded view
+    of one row), so models can score them with one GEMM instead of gathering B·k rows.
+    ``negative_log_weights`` (B, k): each negative's log weight in the loss (see
+    :mod:`hlrm.training.losses`), None when all are 0.
+    """
 
     users: Tensor  # (B,)
     positives: Tensor  # (B,)
     negatives: Tensor  # (B, k)
     history: History | None = None  # the user's items with the positive removed
+    shared: bool = False
+    negative_log_weights: Tensor | None = None
 
     def to(self, device: torch.device | str) -> TrainBatch:
         return TrainBatch(
@@ -49,13 +57,21 @@ class TrainBatch:
             self.positives.to(device),
             self.negatives.to(device),
             None if self.history is None else self.history.to(device),
+            self.shared,
+            None if self.negative_log_weights is None else self.negative_log_weights.to(device),
         )
 
 
 class Objective(nn.Module):
-    """Turns per-triplet terms into the scalar loss; implemented in :mod:`hlrm.training.losses`."""
+    """Turns distances into the scalar loss; implemented in :mod:`hlrm.training.losses`."""
 
-    def hinge(self, positive_distance: Tensor, negative_distance: Tensor) -> Tensor:
+    def terms(
+        self,
+        positive_distance: Tensor,
+        negative_distance: Tensor,
+        log_weights: Tensor | None = None,
+    ) -> Tensor:
+        """Per-row (or per-triplet) loss terms from distances (B,) and (B, k)."""
         raise NotImplementedError
 
     def reduce(self, terms: Tensor) -> Tensor:
@@ -115,7 +131,7 @@ class Recommender(nn.Module):
 
     def loss(self, batch: TrainBatch, objective: Objective) -> Tensor:
         positive, negative = self.pair_distances(batch)
-        return objective.reduce(objective.hinge(positive, negative))
+        return objective.reduce(objective.terms(positive, negative, batch.negative_log_weights))
 
     def score(self, users: Tensor, history: History | None = None) -> Tensor:
         """Scores (U, n_items) of every item for ``users``; higher is better."""

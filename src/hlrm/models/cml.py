@@ -52,7 +52,10 @@ class CML(EmbeddingModel):
     def pair_distances(self, batch: TrainBatch) -> tuple[Tensor, Tensor]:
         user = self.user_embeddings[batch.users]
         positive = (user - self.item_embeddings[batch.positives]).pow(2).sum(-1)
-        negative = (user.unsqueeze(1) - self.item_embeddings[batch.negatives]).pow(2).sum(-1)
+        if batch.shared:  # one GEMM against the k shared negatives, no (B, k, d) gather
+            negative = squared_distances(user, self.item_embeddings[batch.negatives[0]])
+        else:
+            negative = (user.unsqueeze(1) - self.item_embeddings[batch.negatives]).pow(2).sum(-1)
         return positive, negative
 
     def score(self, users: Tensor, history: History | None = None) -> Tensor:

@@ -50,10 +50,11 @@ def user_attention(
     no (B, T, S, d) tensor is built, which halves the cost of a training step.
     """
     n_rows, n_targets, dim = targets.shape
-    target_keys = (targets.unsqueeze(-1) * lram.keys).transpose(1, 2).reshape(n_rows, dim, -1)
+    keys = lram.scaled_keys
+    target_keys = (targets.unsqueeze(-1) * keys).transpose(1, 2).reshape(n_rows, dim, -1)
     logits = (pool @ target_keys).view(n_rows, pool.shape[1], n_targets, lram.n_slots)
     addresses = logits.transpose(1, 2).softmax(-1)  # (B, T, S, N)
-    query = (user @ lram.memory.T).view(n_rows, 1, -1, 1)
+    query = lram.attention_logits(user @ lram.memory.T).view(n_rows, 1, -1, 1)
     weights = masked_attention((addresses @ query).squeeze(-1), mask.unsqueeze(1), beta)
     return (weights.unsqueeze(-2) @ addresses).squeeze(-2) @ lram.memory, weights
 
@@ -66,6 +67,10 @@ class HLR(MemoryTranslationModel):
     the trainer and the evaluator (spec 4.4); ``copy``: negatives reuse the positive's
     translation; ``beta``: exponent of the attention denominator (spec 3.5, 1 everywhere in the
     official configs); ``clip``: see :data:`~hlrm.models.memory.CLIP_MODES`.
+
+    Extensions (defaults = the published model): ``memory_init`` (``"zero"`` starts at the zero
+    translation, for warm starts from CML), ``address_scale`` / ``attention_scale`` /
+    ``learn_scales``: logit scales of :class:`~hlrm.models.memory.RelationMemory`.
     """
 
     name = "hlr"
@@ -84,8 +89,24 @@ class HLR(MemoryTranslationModel):
         copy: bool = False,
         beta: float = 1.0,
         clip: str = "none",
+        memory_init: str = "normal",
+        address_scale: float = 1.0,
+        attention_scale: float = 1.0,
+        learn_scales: bool = False,
     ) -> None:
-        super().__init__(n_users, n_items, dim, max_norm, copy, n_slots, clip)
+        super().__init__(
+            n_users,
+            n_items,
+            dim,
+            max_norm,
+            copy,
+            n_slots,
+            clip,
+            memory_init,
+            address_scale,
+            attention_scale,
+            learn_scales,
+        )
         self.history_size = history_size
         self.history_sampling = history_sampling
         self.beta = beta
@@ -114,8 +135,8 @@ class HLR(MemoryTranslationModel):
         ``items``: score only these item indices."""
         user, pool, mask = self._pool(users, require_history(self, history))
         n_users, n_pool = pool.shape[:2]
-        addressing = PoolAddressing(pool, self.lram.keys, self.item_embeddings)
-        query = user @ self.lram.memory.T
+        addressing = PoolAddressing(pool, self.lram.scaled_keys, self.item_embeddings)
+        query = self.lram.attention_logits(user @ self.lram.memory.T)
 
         def block_distances(items: Tensor) -> Tensor:
             coefficients = attend(addressing.exponentials(items), query, mask, self.beta)
@@ -132,7 +153,7 @@ class HLR(MemoryTranslationModel):
         if self.beta != 1.0:
             return None
         user, pool, mask = self._pool(users, require_history(self, history))
-        pool_keys = key_norms(pool, self.lram.keys, mask)
+        pool_keys = key_norms(pool, self.lram.scaled_keys, mask)
         n_slots = self.lram.n_slots
         return CoefficientBounds(
             mass=user.new_ones(len(users)),
@@ -175,6 +196,10 @@ class HLRPlusPlus(HLR):
         copy: bool = False,
         beta: float = 1.0,
         clip: str = "none",
+        memory_init: str = "normal",
+        address_scale: float = 1.0,
+        attention_scale: float = 1.0,
+        learn_scales: bool = False,
         padding_quirk: bool = False,
     ) -> None:
         super().__init__(
@@ -188,6 +213,10 @@ class HLRPlusPlus(HLR):
             copy=copy,
             beta=beta,
             clip=clip,
+            memory_init=memory_init,
+            address_scale=address_scale,
+            attention_scale=attention_scale,
+            learn_scales=learn_scales,
         )
         self.padding_quirk = padding_quirk
 
@@ -202,12 +231,14 @@ class HLRPlusPlus(HLR):
         Returns translations (B, T, d) and weights (B, T, 1+P)."""
         target_relations = self.lram.relation(user.unsqueeze(1), targets)
         history_relations = self.lram.relation(user.unsqueeze(1), prefs)
-        logits = torch.cat(
-            [
-                (target_relations * targets).sum(-1, keepdim=True),
-                targets @ history_relations.transpose(1, 2),
-            ],
-            -1,
+        logits = self.lram.attention_logits(
+            torch.cat(
+                [
+                    (target_relations * targets).sum(-1, keepdim=True),
+                    targets @ history_relations.transpose(1, 2),
+                ],
+                -1,
+            )
         )
         full_mask = torch.cat([mask.new_ones(len(mask), 1), mask], 1)
         weights = masked_attention(logits, full_mask.unsqueeze(1), self.beta)
@@ -242,15 +273,16 @@ class HLRPlusPlus(HLR):
         memory = self.lram.memory
         user_mask = self._user_mask(history.mask)
         item_mask = torch.cat([history.mask.new_ones(n_users, 1), history.mask], 1)
-        history_addressing = PoolAddressing(prefs, self.lram.keys, self.item_embeddings)
-        target_addressing = PoolAddressing(user.unsqueeze(1), self.lram.keys, self.item_embeddings)
+        keys = self.lram.scaled_keys
+        history_addressing = PoolAddressing(prefs, keys, self.item_embeddings)
+        target_addressing = PoolAddressing(user.unsqueeze(1), keys, self.item_embeddings)
         history_addresses = self.lram.address(user.unsqueeze(1), prefs)  # (U, P, N)
-        query = user @ memory.T
+        query = self.lram.attention_logits(user @ memory.T)
 
         def block_distances(items: Tensor) -> Tensor:
             user_part = attend(history_addressing.exponentials(items), query, user_mask, self.beta)
             target_addresses = target_addressing.addresses(items).squeeze(2)
-            item_side = items @ memory.T
+            item_side = self.lram.attention_logits(items @ memory.T)
             logits = torch.cat(
                 [
                     (target_addresses * item_side.unsqueeze(1)).sum(-1, keepdim=True),
@@ -280,9 +312,9 @@ class HLRPlusPlus(HLR):
         prefs = self.history_vectors(history)
         user_mask = self._user_mask(history.mask)
         has_pool = user_mask.any(1).to(user.dtype)
-        pool_keys = key_norms(prefs, self.lram.keys, user_mask)
+        pool_keys = key_norms(prefs, self.lram.scaled_keys, user_mask)
         one_slot = torch.ones(len(users), 1, dtype=torch.bool, device=user.device)
-        user_keys = key_norms(user.unsqueeze(1), self.lram.keys, one_slot)
+        user_keys = key_norms(user.unsqueeze(1), self.lram.scaled_keys, one_slot)
         pref_norms = prefs.norm(dim=-1).masked_fill(~history.mask, 0.0)
         longest = pref_norms.amax(1) if pref_norms.numel() else user.new_zeros(len(users))
         n_slots = self.lram.n_slots
@@ -344,7 +376,7 @@ def broadcast_scores(model: HLR, users: Tensor, history: History) -> Tensor:
             pool = torch.cat([user.unsqueeze(1), prefs], 1)
             mask = torch.cat([history.mask.new_ones(len(users), 1), history.mask], 1)
         relations = lram.relation(items.unsqueeze(2), pool.unsqueeze(1))  # (U, I, S, d)
-        logits = (relations * user.view(len(users), 1, 1, -1)).sum(-1)
+        logits = lram.attention_logits((relations * user.view(len(users), 1, 1, -1)).sum(-1))
         weights = masked_attention(logits, mask.unsqueeze(1), beta)
         translation = (weights.unsqueeze(-1) * relations).sum(2)
         if isinstance(model, HLRPlusPlus):
@@ -355,7 +387,7 @@ def broadcast_scores(model: HLR, users: Tensor, history: History) -> Tensor:
                 .expand(-1, items.shape[1], -1, -1)
             )
             item_pool = torch.cat([target.unsqueeze(2), tiled], 2)  # (U, I, 1+P, d)
-            item_logits = (item_pool * items.unsqueeze(2)).sum(-1)
+            item_logits = lram.attention_logits((item_pool * items.unsqueeze(2)).sum(-1))
             item_mask = torch.cat([history.mask.new_ones(len(users), 1), history.mask], 1)
             item_weights = masked_attention(item_logits, item_mask.unsqueeze(1), beta)
             translation = translation + (item_weights.unsqueeze(-1) * item_pool).sum(2)

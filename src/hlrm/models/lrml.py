@@ -33,7 +33,8 @@ class LRML(MemoryTranslationModel):
     ``copy``: the negatives reuse the positive pair's relation (Tay's pairwise mode, the Yelp
     config). ``distance``: ``"squared"`` (official), ``"l2"`` = ``sqrt(||·||² + 1e-3)`` or
     ``"l1"`` (Tay's code), used in the loss and the score. ``clip``: see
-    :data:`~hlrm.models.memory.CLIP_MODES`.
+    :data:`~hlrm.models.memory.CLIP_MODES`. Extensions: ``memory_init`` and ``address_scale``
+    (:class:`~hlrm.models.memory.RelationMemory`).
     """
 
     name = "lrml"
@@ -49,10 +50,22 @@ class LRML(MemoryTranslationModel):
         copy: bool = False,
         distance: str = "squared",
         clip: str = "none",
+        memory_init: str = "normal",
+        address_scale: float = 1.0,
     ) -> None:
         if distance not in DISTANCES:
             raise ConfigError(f"distance must be one of {DISTANCES}, not {distance!r}")
-        super().__init__(n_users, n_items, dim, max_norm, copy, n_slots, clip)
+        super().__init__(
+            n_users,
+            n_items,
+            dim,
+            max_norm,
+            copy,
+            n_slots,
+            clip,
+            memory_init=memory_init,
+            address_scale=address_scale,
+        )
         self.metric = distance
 
     def translations(self, users: Tensor, history: History | None, targets: Tensor) -> Tensor:
@@ -74,7 +87,7 @@ class LRML(MemoryTranslationModel):
         form) materialises the block's relations (I_b, U, d) instead. ``items``: score only
         these item indices."""
         user = self.user_embeddings[users]
-        addressing = PoolAddressing(user.unsqueeze(1), self.lram.keys, self.item_embeddings)
+        addressing = PoolAddressing(user.unsqueeze(1), self.lram.scaled_keys, self.item_embeddings)
         memory = self.lram.memory
 
         def block_distances(items: Tensor) -> Tensor:

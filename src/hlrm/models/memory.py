@@ -30,30 +30,77 @@ CLIP_MODES = ("none", "slots", "parity")
 Label = int | str
 
 
+#: ``"normal"``: Normal(0, 1/sqrt(d)) memory slots (official); ``"zero"``: every slot is 0, so every
+#: relation is the zero translation and a warm-started model scores exactly like its CML source
+#: until training moves the memory.
+MEMORY_INITS = ("normal", "zero")
+
+
 class RelationMemory(nn.Module):
     """Latent relational attention memory (LRAM, spec 3.2): keys K (d × N) and slots M (N × d).
 
     ``relation(a, b) = softmax_N((a ⊙ b) K) M`` is a convex combination of the N memory slots,
     which is what makes the factorised scorer of spec section 9 exact.
+
+    Logit scales (an extension, 1 in the published models): with unit-ball embeddings and keys
+    drawn at 1/sqrt(d) the slot logits ``(a ⊙ b) K`` are of order 1/d, so every softmax over the
+    slots, and the attention over relations built from them, stays uniform (docs/results.md).
+    ``address_scale`` multiplies the slot logits (it is folded into the keys: :attr:`scaled_keys`)
+    and ``attention_scale`` the attention logits of the models that attend over relations;
+    ``learn_scales`` makes both trainable (stored as logarithms, so they stay positive).
     """
 
-    def __init__(self, dim: int, n_slots: int = 20, clip: str = "none") -> None:
+    def __init__(
+        self,
+        dim: int,
+        n_slots: int = 20,
+        clip: str = "none",
+        *,
+        init: str = "normal",
+        address_scale: float = 1.0,
+        attention_scale: float = 1.0,
+        learn_scales: bool = False,
+    ) -> None:
         super().__init__()
         if clip not in CLIP_MODES:
             raise ConfigError(f"clip must be one of {CLIP_MODES}, not {clip!r}")
         if n_slots < 1:
             raise ConfigError(f"n_slots must be >= 1, not {n_slots}")
+        if init not in MEMORY_INITS:
+            raise ConfigError(f"memory_init must be one of {MEMORY_INITS}, not {init!r}")
+        if not (address_scale > 0 and attention_scale > 0):
+            raise ConfigError("address_scale and attention_scale must be positive")
         self.clip = clip
         self.keys = nn.Parameter(normal_init_(torch.empty(dim, n_slots), dim))
         self.memory = nn.Parameter(normal_init_(torch.empty(n_slots, dim), dim))
+        if init == "zero":
+            with torch.no_grad():
+                self.memory.zero_()
+        # Registered only when used, so checkpoints of the published models keep their keys.
+        self.scaled = learn_scales or address_scale != 1.0 or attention_scale != 1.0
+        if self.scaled:
+            log_scales = torch.tensor([math.log(address_scale), math.log(attention_scale)])
+            if learn_scales:
+                self.log_scales = nn.Parameter(log_scales)
+            else:
+                self.register_buffer("log_scales", log_scales)
 
     @property
     def n_slots(self) -> int:
         return self.memory.shape[0]
 
+    @property
+    def scaled_keys(self) -> Tensor:
+        """The keys that address the memory: K times the address scale."""
+        return self.keys * self.log_scales[0].exp() if self.scaled else self.keys
+
+    def attention_logits(self, logits: Tensor) -> Tensor:
+        """Attention logits ``⟨r, q⟩`` times the attention scale."""
+        return logits * self.log_scales[1].exp() if self.scaled else logits
+
     def address(self, a: Tensor, b: Tensor) -> Tensor:
         """Slot weights ``softmax((a ⊙ b) K)`` (..., N); ``a`` and ``b`` broadcast."""
-        return ((a * b) @ self.keys).softmax(-1)
+        return ((a * b) @ self.scaled_keys).softmax(-1)
 
     def relation(self, a: Tensor, b: Tensor) -> Tensor:
         """The relation vector ``address(a, b) @ M`` (..., d)."""
@@ -151,6 +198,12 @@ class TranslationModel(EmbeddingModel):
         if self.copy:
             relation = self.translations(batch.users, batch.history, targets[:, :1])
             translated = self.user_embeddings[batch.users].unsqueeze(1) + relation
+            if batch.shared and type(self).distance is TranslationModel.distance:
+                # squared distances to the shared negatives: one GEMM, no (B, k, d) gather
+                anchor = translated.squeeze(1)
+                positive = self.distance(anchor - self.item_embeddings[batch.positives])
+                shared = self.item_embeddings[batch.negatives[0]]
+                return positive, squared_distances(anchor, shared)
             distances = self.distance(translated - self.item_embeddings[targets])
         else:
             distances = self.target_distances(batch.users, batch.history, targets)
@@ -202,9 +255,21 @@ class MemoryTranslationModel(TranslationModel):
         copy: bool,
         n_slots: int,
         clip: str,
+        memory_init: str = "normal",
+        address_scale: float = 1.0,
+        attention_scale: float = 1.0,
+        learn_scales: bool = False,
     ) -> None:
         super().__init__(n_users, n_items, dim, max_norm, copy)
-        self.lram = RelationMemory(dim, n_slots, clip)
+        self.lram = RelationMemory(
+            dim,
+            n_slots,
+            clip,
+            init=memory_init,
+            address_scale=address_scale,
+            attention_scale=attention_scale,
+            learn_scales=learn_scales,
+        )
 
     #: Users whose candidates :meth:`pruned_scores` scores in one call, on the union of their
     #: candidate items: fewer, larger products against a few (user, item) pairs not needed.

@@ -122,7 +122,9 @@ class TransCF(TranslationModel):
             + gap(self.item_embeddings, self.item_neighbourhoods, batch.positives)
         ).unsqueeze(1) + gap(self.item_embeddings, self.item_neighbourhoods, batch.negatives)
         regulariser = self.alpha_nbr * neighbour + self.alpha_dist * positive.unsqueeze(1)
-        return objective.reduce(objective.hinge(positive, negative)) + objective.reduce(regulariser)
+        return objective.reduce(
+            objective.terms(positive, negative, batch.negative_log_weights)
+        ) + objective.reduce(regulariser)
 
     @torch.no_grad()
     def score(self, users: Tensor, history: History | None = None) -> Tensor:

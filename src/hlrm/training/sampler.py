@@ -1,9 +1,16 @@
-"""Vectorised training batches: (user, positive) pairs, uniform negatives, history pools.
+"""Vectorised training batches: (user, positive) pairs, negatives, history pools.
 
-Negatives are drawn uniformly over all items and re-drawn where they hit the user's reference set
-(train items while training, train ∪ valid for validation). Membership is tested with one
-``searchsorted`` over the sorted keys ``user * n_items + item`` of the reference matrix, and only
-the rejected entries are re-drawn, so a batch costs a few tensor ops whatever its size.
+Negatives are drawn uniformly over all items (the official rule) or in proportion to
+``popularity ** 0.75`` (``distribution="popularity"``; the loss then weights each negative by
+``1 / (n_items · q(n))`` so that it still estimates the uniform objective, see
+:mod:`hlrm.training.losses`). Per-example negatives are re-drawn where they hit the user's
+reference set (train items while training, train ∪ valid for validation). Membership is tested
+with one ``searchsorted`` over the sorted keys ``user * n_items + item`` of the reference matrix,
+and only the rejected entries are re-drawn, so a batch costs a few tensor ops whatever its size.
+
+Shared negatives (``shared=True``): one set of k negatives for the whole batch, which the CML
+family scores with one GEMM; a shared negative the user already has is removed from that user's
+loss (log weight -inf) instead of being re-drawn.
 """
 
 from __future__ import annotations
@@ -15,15 +22,36 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from hlrm.errors import DataError
+from hlrm.errors import ConfigError, DataError
 from hlrm.models.base import TrainBatch
 from hlrm.training.history import HistorySampler
 
 MAX_REDRAWS = 1000
+DISTRIBUTIONS = ("uniform", "popularity")
+#: Exponent of the popularity distribution (word2vec's smoothing: between uniform and frequency).
+POPULARITY_EXPONENT = 0.75
 
 
 class NegativeSampler:
-    def __init__(self, reference: sp.csr_matrix, device: torch.device | str = "cpu") -> None:
+    """Negatives that avoid each user's items in ``reference``.
+
+    ``popularity`` (per item, e.g. train counts) with ``distribution="popularity"`` draws item n
+    with probability ``q(n) ∝ popularity(n) ** 0.75``; :meth:`log_weights` gives the matching
+    correction ``-log(n_items · q(n))``.
+    """
+
+    def __init__(
+        self,
+        reference: sp.csr_matrix,
+        device: torch.device | str = "cpu",
+        *,
+        distribution: str = "uniform",
+        popularity: np.ndarray | None = None,
+    ) -> None:
+        if distribution not in DISTRIBUTIONS:
+            raise ConfigError(
+                f"negative sampling must be one of {DISTRIBUTIONS}, not {distribution!r}"
+            )
         self.n_items = reference.shape[1]
         self.device = torch.device(device)
         counts = np.diff(reference.indptr)
@@ -33,6 +61,26 @@ class NegativeSampler:
         coo = reference.tocoo()
         keys = coo.row.astype(np.int64) * self.n_items + coo.col.astype(np.int64)
         self.keys = torch.from_numpy(np.sort(keys)).to(self.device)
+        self.probabilities: Tensor | None = None
+        if distribution == "popularity":
+            if popularity is None:
+                popularity = np.bincount(reference.indices, minlength=self.n_items)
+            # +1: items never seen in training stay reachable
+            weights = (np.asarray(popularity, dtype=np.float64) + 1.0) ** POPULARITY_EXPONENT
+            self.probabilities = torch.from_numpy(weights / weights.sum()).to(self.device)
+
+    def _draw(self, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+        if self.probabilities is None:
+            return torch.randint(self.n_items, shape, generator=generator, device=self.device)
+        n = int(np.prod(shape))
+        flat = torch.multinomial(self.probabilities, n, replacement=True, generator=generator)
+        return flat.view(shape)
+
+    def log_weights(self, negatives: Tensor) -> Tensor | None:
+        """``-log(n_items · q(n))`` per negative, None for uniform negatives (all 0)."""
+        if self.probabilities is None:
+            return None
+        return -torch.log(self.probabilities[negatives] * self.n_items).float()
 
     def contains(self, users: Tensor, items: Tensor) -> Tensor:
         """Whether each (user, item) pair is in the reference set (broadcast shapes)."""
@@ -45,23 +93,29 @@ class NegativeSampler:
     def sample(self, users: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         """``k`` negatives per user, shape (B, k), none in the user's reference set."""
         users = users.to(self.device).unsqueeze(1).expand(-1, k)
-        negatives = torch.randint(
-            self.n_items, users.shape, generator=generator, device=self.device
-        )
+        negatives = self._draw(tuple(users.shape), generator)
         rejected = self.contains(users, negatives)
         for _ in range(MAX_REDRAWS):
             n_rejected = int(rejected.sum())
             if n_rejected == 0:
                 return negatives
-            redraw = torch.randint(
-                self.n_items, (n_rejected,), generator=generator, device=self.device
-            )
+            redraw = self._draw((n_rejected,), generator)
             negatives[rejected] = redraw
             rejected_users = users[rejected]
             still = self.contains(rejected_users, redraw)
             rejected = rejected.clone()
             rejected[rejected.clone()] = still
         raise DataError("could not sample negatives: some users have almost every item")
+
+    def sample_shared(
+        self, users: Tensor, k: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``k`` negatives for the whole batch, as a (B, k) view of one row, and the (B, k) mask
+        of the pairs whose negative the user has (to be left out of the loss)."""
+        users = users.to(self.device)
+        row = self._draw((1, k), generator)
+        negatives = row.expand(len(users), k)
+        return negatives, self.contains(users.unsqueeze(1), row)
 
 
 class PairBatches:
@@ -82,6 +136,7 @@ class PairBatches:
         *,
         batch_size: int,
         n_negatives: int = 1,
+        shared: bool = False,
         history: HistorySampler | None = None,
         shuffle: str = "epoch",
         rotating_skip: bool = False,
@@ -97,6 +152,7 @@ class PairBatches:
         self.negatives = negatives
         self.batch_size = batch_size
         self.n_negatives = n_negatives
+        self.shared = shared
         self.history = history
         self.shuffle = shuffle
         self.rotating_skip = rotating_skip
@@ -130,10 +186,19 @@ class PairBatches:
             start = batch * self.batch_size
             index = order[start : start + self.batch_size]
             users, positives = self.users[index], self.items[index]
-            negatives = self.negatives.sample(users, self.n_negatives, generator)
+            if self.shared:
+                negatives, owned = self.negatives.sample_shared(users, self.n_negatives, generator)
+            else:
+                negatives = self.negatives.sample(users, self.n_negatives, generator)
+            log_weights = self.negatives.log_weights(negatives)
+            if self.shared:
+                base = torch.zeros(negatives.shape, device=self.device)
+                log_weights = (base if log_weights is None else log_weights).masked_fill(
+                    owned, -torch.inf
+                )
             history = (
                 None
                 if self.history is None
                 else self.history.sample(users, exclude=positives, generator=generator)
             )
-            yield TrainBatch(users, positives, negatives, history)
+            yield TrainBatch(users, positives, negatives, history, self.shared, log_weights)

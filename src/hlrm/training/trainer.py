@@ -25,8 +25,8 @@ from hlrm.evaluation.protocol import evaluate
 from hlrm.models.base import Recommender
 from hlrm.training.checkpoint import load_checkpoint, save_checkpoint
 from hlrm.training.history import HistorySampler
-from hlrm.training.losses import HingeObjective
-from hlrm.training.sampler import NegativeSampler, PairBatches
+from hlrm.training.losses import LOSSES, make_objective
+from hlrm.training.sampler import DISTRIBUTIONS, NegativeSampler, PairBatches
 
 LOSS_SELECTION = "valid_loss"
 
@@ -42,7 +42,11 @@ class TrainConfig:
     clip_grad: float = 0.0  # gradient-norm clipping; 0 disables it
     margin: float = 0.5
     reduction: str = "mean"
+    loss: str = "hinge"  # "hinge" (official) or "softmax" (sampled softmax over -d / temperature)
+    temperature: float = 0.25  # of the softmax loss
     negatives: int = 1
+    shared_negatives: bool = False  # one set of negatives per batch (one GEMM for the CML family)
+    negative_sampling: str = "uniform"  # or "popularity" (∝ count^0.75, importance-weighted)
     negative_selection: str = "all"
     rank_weight: bool = False
     shuffle: str = "epoch"
@@ -55,8 +59,18 @@ class TrainConfig:
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.negatives < 1:
             raise ConfigError("epochs, batch_size and negatives must be positive")
-        if self.lr <= 0:
-            raise ConfigError(f"learning rate must be positive, not {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"learning rate must be a positive number, not {self.lr}")
+        if not math.isfinite(self.margin):
+            raise ConfigError(f"margin must be a finite number, not {self.margin}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {LOSSES}, not {self.loss!r}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ConfigError(f"temperature must be a positive number, not {self.temperature}")
+        if self.negative_sampling not in DISTRIBUTIONS:
+            raise ConfigError(
+                f"negative_sampling must be one of {DISTRIBUTIONS}, not {self.negative_sampling!r}"
+            )
         if self.shuffle not in ("epoch", "once"):
             raise ConfigError(f"shuffle must be 'epoch' or 'once', not {self.shuffle!r}")
         if self.rotating_skip and self.shuffle != "once":
@@ -135,8 +149,10 @@ class Trainer:
         model.prepare(split.train)
         if not model.trainable:
             return
-        self.objective = HingeObjective(
+        self.objective = make_objective(
+            config.loss,
             margin=config.margin,
+            temperature=config.temperature,
             reduction=config.reduction,
             negative_selection=config.negative_selection,
             rank_weight=config.rank_weight,
@@ -150,9 +166,10 @@ class Trainer:
         )
         self.train_batches = PairBatches(
             split.train,
-            NegativeSampler(split.train, self.device),
+            NegativeSampler(split.train, self.device, distribution=config.negative_sampling),
             batch_size=config.batch_size,
             n_negatives=config.negatives,
+            shared=config.shared_negatives,
             history=train_history,
             shuffle=config.shuffle,
             rotating_skip=config.rotating_skip,
