@@ -145,11 +145,22 @@ def test_early_stopping_and_best_epoch_selection():
     split = random_split()
     model, trainer = train_cml(split, 30)
     trainer.config.patience = 2
-    trainer.config.lr = 0.5
+    trainer.config.select_by = "valid_loss"
     history = trainer.fit()
     best = min(history, key=lambda r: r.valid_loss)
     assert best.best
     assert len(history) < 30 or history[-1].epoch == 30
+
+
+def test_default_selection_is_validation_ndcg_with_patience():
+    split = random_split()
+    model, trainer = train_cml(split, 30)
+    assert trainer.config.select_by == "ndcg@10" and trainer.config.patience == 10
+    history = trainer.fit()
+    best = max(history, key=lambda r: (r.valid_metric, -r.epoch))
+    assert best.best and trainer.best_epoch == best.epoch
+    stale = [r for r in history if r.epoch > best.epoch]
+    assert len(history) == 30 or len(stale) == 10
 
 
 def test_training_reduces_validation_loss():

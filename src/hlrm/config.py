@@ -17,7 +17,7 @@ import tomli_w
 
 from hlrm.data.pipeline import DataConfig
 from hlrm.errors import ConfigError
-from hlrm.models.base import canonical_name, model_parameters
+from hlrm.models.base import MODELS, canonical_name, model_parameters
 from hlrm.training.trainer import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -69,9 +69,12 @@ class RunConfig:
     init_from: str = ""
 
     def resolved(self) -> RunConfig:
-        self.train.validate()
+        """Every default filled in (the model's training recipe included) and checked."""
+        model = self.model.resolved()
+        train = self.train.for_model(MODELS[model.name])
+        train.validate()
         self.eval.validate()
-        return dataclasses.replace(self, data=self.data.resolved(), model=self.model.resolved())
+        return dataclasses.replace(self, data=self.data.resolved(), model=model, train=train)
 
     def to_dict(self) -> dict[str, Any]:
         def clean(obj: Any) -> Any:

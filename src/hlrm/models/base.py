@@ -106,6 +106,9 @@ class Recommender(nn.Module):
     trainable: ClassVar[bool] = True
     #: Models that read a pool of the user's past items (AdaCML, HLR, HLR++) set this.
     uses_history: ClassVar[bool] = False
+    #: This model's default training options where they differ from the library's recipe
+    #: (:data:`hlrm.training.trainer.DEFAULT_RECIPE`); a user's own values override both.
+    train_recipe: ClassVar[dict[str, Any]] = {}
     #: Elements of the largest tensor scoring may build (2^21 float32 = 8 MiB): the evaluator
     #: blocks users, and factorised scorers block items, to stay within it. Several such
     #: tensors can be alive at once. ``top_k(memory_mib=...)`` sets it for one ranking. Small

@@ -19,6 +19,8 @@ No unit-ball projection: BPR's norms are controlled by the regulariser, not by a
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -36,6 +38,8 @@ class BPR(Recommender):
     """
 
     name = "bpr"
+    #: BPR's loss is its own (the trainer's ``loss`` does not apply): one negative per pair.
+    train_recipe: ClassVar[dict[str, Any]] = {"negatives": 1, "shared_negatives": False}
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -163,6 +164,11 @@ class TranslationModel(EmbeddingModel):
     Subclasses implement :meth:`translations`. With ``copy`` the negatives reuse the positive's
     relation (official ``copy`` option); scoring always computes each item's own relation.
     """
+
+    #: Each negative needs its own relation (a shared translation would let the relation point
+    #: at the positive), so the softmax gets a few per-example negatives rather than hundreds of
+    #: shared ones (docs/results.md).
+    train_recipe: ClassVar[dict[str, Any]] = {"negatives": 20, "shared_negatives": False}
 
     def __init__(
         self, n_users: int, n_items: int, dim: int, max_norm: float, copy: bool = False

@@ -9,6 +9,7 @@ from the last checkpoint replays exactly what an uninterrupted run would have do
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -31,32 +32,60 @@ from hlrm.training.sampler import DISTRIBUTIONS, NegativeSampler, PairBatches
 LOSS_SELECTION = "valid_loss"
 
 
+#: The library's default training recipe (measured in docs/results.md): sampled softmax over many
+#: negatives shared by the batch, selection on validation NDCG@10 with early stopping. A model's
+#: ``train_recipe`` overrides these, and any value the user sets overrides both. The published
+#: settings (hinge, one negative, validation loss) live in configs/hlr-paper/.
+DEFAULT_RECIPE: dict[str, Any] = {
+    "epochs": 100,
+    "lr": 1e-3,
+    "margin": 0.5,
+    "loss": "softmax",
+    "temperature": 0.25,
+    "negatives": 500,
+    "shared_negatives": True,
+    "negative_sampling": "uniform",
+    "select_by": "ndcg@10",
+    "patience": 10,
+}
+
+
 @dataclass
 class TrainConfig:
-    """Training options; defaults follow the HLR paper's setup where it has one."""
+    """Training options. Those left at None take the model's recipe (:meth:`for_model`):
+    :data:`DEFAULT_RECIPE` updated by the model class's ``train_recipe``."""
 
-    epochs: int = 20
+    epochs: int | None = None
     batch_size: int = 1000
-    lr: float = 5e-4
+    lr: float | None = None
     lr_gamma: float = 1.0  # per-epoch exponential learning-rate decay
     clip_grad: float = 0.0  # gradient-norm clipping; 0 disables it
-    margin: float = 0.5
+    margin: float | None = None  # of the hinge loss
     reduction: str = "mean"
-    loss: str = "hinge"  # "hinge" (official) or "softmax" (sampled softmax over -d / temperature)
-    temperature: float = 0.25  # of the softmax loss
-    negatives: int = 1
-    shared_negatives: bool = False  # one set of negatives per batch (one GEMM for the CML family)
-    negative_sampling: str = "uniform"  # or "popularity" (∝ count^0.75, importance-weighted)
+    loss: str | None = None  # "hinge" (official) or "softmax" (sampled softmax over -d / τ)
+    temperature: float | None = None  # τ of the softmax loss
+    negatives: int | None = None
+    shared_negatives: bool | None = None  # one set of negatives per batch (one GEMM)
+    negative_sampling: str | None = None  # "uniform", or "popularity" (∝ count^0.75, reweighted)
     negative_selection: str = "all"
     rank_weight: bool = False
     shuffle: str = "epoch"
     rotating_skip: bool = False  # parity: skip one rotating batch per epoch (needs shuffle="once")
-    select_by: str = LOSS_SELECTION
-    patience: int = 0  # epochs without improvement before stopping; 0 never stops early
+    select_by: str | None = None  # "valid_loss" or a validation metric such as "ndcg@10"
+    patience: int | None = None  # epochs without improvement before stopping; 0 never stops early
     freeze_embeddings: bool = False
     device: str = "auto"
 
+    def for_model(self, model: type[Recommender] | Recommender) -> TrainConfig:
+        """This configuration with every unset option taken from ``model``'s recipe."""
+        recipe = {**DEFAULT_RECIPE, **model.train_recipe}
+        unset = {key: value for key, value in recipe.items() if getattr(self, key) is None}
+        return dataclasses.replace(self, **unset)
+
     def validate(self) -> None:
+        unset = [key for key in DEFAULT_RECIPE if getattr(self, key) is None]
+        if unset:
+            raise ConfigError(f"training options not set: {', '.join(unset)} (use for_model)")
         if self.epochs < 1 or self.batch_size < 1 or self.negatives < 1:
             raise ConfigError("epochs, batch_size and negatives must be positive")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -133,6 +162,7 @@ class Trainer:
         progress: bool = True,
         on_epoch: Callable[[EpochRecord], None] | None = None,
     ) -> None:
+        config = config.for_model(model)
         config.validate()
         self.model = model
         self.split = split
