@@ -234,3 +234,20 @@ def test_gowalla_given_split(shared_data: Path) -> None:
 def test_ml1m_local_copy_has_no_timestamps(shared_data: Path) -> None:
     with pytest.raises(DataError, match="split 'temporal' needs timestamps"):
         load_split(DataConfig(dataset="ml-1m", split="temporal"))
+
+
+def test_data_notes_warn_about_very_sparse_data():
+    import numpy as np
+
+    from hlrm.data.matrix import SplitData, binary_csr
+    from hlrm.data.pipeline import data_notes
+
+    shape = (100, 50)
+    users = np.arange(100)
+    train = binary_csr(users[:40], users[:40] % 50, shape)  # 60 users have no training item
+    test = binary_csr(users, (users + 1) % 50, shape)
+    empty = binary_csr(np.array([], dtype=int), np.array([], dtype=int), shape)
+    split = SplitData(train, empty, test, user_ids=np.arange(100), item_ids=np.arange(50))
+    notes = data_notes(split)
+    assert any("very sparse" in note for note in notes)
+    assert any("60% of the test users" in note for note in notes)

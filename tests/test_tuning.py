@@ -20,6 +20,7 @@ def base_config(model: str = "lrml") -> RunConfig:
     config.model.params = {"dim": 16} if model not in ("popularity", "ease") else {}
     config.train.epochs = 1
     config.train.device = "cpu"
+    config.train.loss = "hinge"  # the paper's grid (lr, margin)
     return config
 
 
@@ -41,6 +42,17 @@ def test_search_space_holds_only_options_the_model_has():
     assert set(search_space("als")) == {"regularization", "alpha"}
     assert set(search_space("itemknn")) == {"neighbors", "shrink"}
     assert search_space("ease") == {"l2": (50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)}
+
+
+def test_the_softmax_recipe_searches_temperature_instead_of_margin():
+    assert search_space("cml", "softmax") == {
+        "lr": (3e-4, 1e-3, 3e-3),
+        "temperature": (0.1, 0.25, 0.5),
+    }
+    assert set(search_space("hlr", "softmax")) == {
+        "lr", "temperature", "history_size", "history_sampling", "n_slots"
+    }  # fmt: skip
+    assert search_space("bpr", "softmax") == {"lr": (3e-4, 1e-3, 3e-3)}
 
 
 def test_fitted_baselines_are_tuned_on_validation(tmp_path):
@@ -140,3 +152,21 @@ def test_a_model_of_a_comparison_is_tuned_under_its_protocol(tmp_path, monkeypat
     with pytest.raises(SystemExit) as info:
         main()
     assert info.value.code == 2 and "--model" in capsys.readouterr().err
+
+
+def test_train_with_tune_searches_then_trains_the_best(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["hlrm", "train", "--model", "cml", "--dataset", "synthetic", "--epochs", "1",
+         "--tune", "2", "--run-dir", str(run_dir), "--quiet", "--device", "cpu"],
+    )  # fmt: skip
+    main()
+    out = capsys.readouterr().out
+    assert "tuning cml: 2 trials" in out and "best of 2 trials" in out
+    assert complete_trials(run_dir / "tuning") == 2
+    trained = RunConfig.from_toml(run_dir / "config.toml")
+    best = json.loads((run_dir / "tuning" / "tune.json").read_text())["best_params"]
+    assert trained.train.lr == best["lr"] and trained.train.temperature == best["temperature"]
+    assert (run_dir / "metrics.json").is_file()

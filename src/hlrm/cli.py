@@ -324,6 +324,14 @@ def train_command(
     config: Annotated[Path | None, typer.Option(help="TOML configuration file.")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where to write the run.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --run-dir.")] = False,
+    tune_trials: Annotated[
+        int,
+        typer.Option(
+            "--tune",
+            help="First search the model's options with this many Optuna trials on the "
+            "validation split (each a full training), then train the best; 0: the defaults.",
+        ),
+    ] = 0,
     quiet: QuietOption = False,
 ) -> None:
     """Train a model and evaluate it on the test split; options override --config."""
@@ -361,11 +369,40 @@ def train_command(
     )  # fmt: skip
     if not run_config.data.dataset and not run_config.data.path:
         raise ConfigError("say what to train on: --dataset NAME or --data FILE (or --config)")
-    run = train(run_config, run_dir, resume=resume, progress=not quiet)
+    if tune_trials:
+        run_config = tuned_config(run_config, run_dir, tune_trials, quiet)
+    run = train(run_config, run_dir, resume=resume, progress=not quiet, log=plain_log)
     metrics = run.metrics or {}
     console.print(metric_grid(metrics, run.config.eval.ks, f"{run.model.name}: test metrics"))
     if run_dir is not None:
         console.print(f"run written to {run_dir}")
+
+
+def tuned_config(config: RunConfig, run_dir: Path | None, trials: int, quiet: bool) -> RunConfig:
+    """``config`` with the options ``hlrm tune`` finds best in ``trials`` trials on the
+    validation split; the study is kept in ``<run-dir>/tuning`` (resumable) or a temporary
+    directory."""
+    import tempfile
+
+    from hlrm.tuning import search_space, tune
+
+    if trials < 0:
+        raise ConfigError(f"--tune expects a number of trials >= 0, not {trials}")
+    resolved = config.resolved()
+    space = search_space(resolved.model.name, resolved.train.loss)
+    if not space:
+        raise ConfigError(f"--tune: model {resolved.model.name!r} has no options to tune")
+    select_by = resolved.train.select_by
+    metric = select_by if "@" in select_by else "ndcg@10"
+    study = run_dir / "tuning" if run_dir is not None else Path(tempfile.mkdtemp(prefix="hlrm-"))
+    grid = ", ".join(f"{key} {list(values)}" for key, values in space.items())
+    plain_log(f"tuning {resolved.model.name}: {trials} trials over {grid} on validation {metric}")
+    result = tune(resolved, study, trials=trials, metric=metric, progress=not quiet, log=plain_log)
+    plain_log(
+        f"best of {result.complete_trials} trials: {result.best_params} "
+        f"(valid {metric} {result.best_value:.4f}); training it"
+    )
+    return RunConfig.from_toml(result.best_config)
 
 
 # ---- evaluate ------------------------------------------------------------------------------------

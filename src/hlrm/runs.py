@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import torch
 import hlrm
 from hlrm.config import RunConfig
 from hlrm.data.matrix import SplitData
-from hlrm.data.pipeline import load_split
+from hlrm.data.pipeline import data_notes, load_split
 from hlrm.errors import ConfigError, HlrmError
 from hlrm.evaluation.protocol import EvaluationResult, evaluate
 from hlrm.fileio import atomic_path, write_json, write_text
@@ -123,8 +124,10 @@ def train(
     *,
     resume: bool = False,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> Run:
-    """Load the data, train, select the best epoch and evaluate on test (the CLI's ``train``)."""
+    """Load the data, train, select the best epoch and evaluate on test (the CLI's ``train``).
+    ``log`` receives notes about data on which the defaults are likely poor."""
     config = config.resolved()
     path = None if run_dir is None else Path(run_dir)
     if path is not None:
@@ -134,6 +137,9 @@ def train(
             raise HlrmError(f"{path} already holds a run; choose another --run-dir or --resume")
     torch.manual_seed(config.seed)
     split = load_split(config.data)
+    if log is not None:
+        for note in data_notes(split):
+            log(f"note: {note}")
     model = create_model(config.model.name, split.n_users, split.n_items, **config.model.params)
     if config.init_from:
         _warm_start(model, config.init_from)

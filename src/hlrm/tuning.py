@@ -14,6 +14,9 @@ option                 values                          applies to
 ``n_slots`` (N)        10, 20, 50                      LRML, HLR, HLR++
 =====================  ==============================  ================================
 
+With the sampled-softmax loss (the library's default recipe) ``lr`` is searched over 3e-4, 1e-3,
+3e-3 and the softmax ``temperature`` over 0.1, 0.25, 0.5 in place of the margin.
+
 (N is not in the spec's grid, which fixes N = 20; 10 and 50 bracket it.) Each trial trains on the
 train split, selects its epoch as ``[train] select_by`` says, and scores the validation split with
 exact full ranking (train items masked); the test split is never read.
@@ -67,7 +70,13 @@ FITTED_GRID: dict[str, dict[str, tuple[Any, ...]]] = {
     "itemknn": {"neighbors": (20, 50, 100, 200, 500), "shrink": (0.0, 10.0, 50.0, 100.0)},
     "ease": {"l2": (50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)},
 }
-TRAIN_OPTIONS = ("lr", "margin")
+#: The grid of the sampled-softmax recipe (the library default): its step sizes are larger than
+#: the paper's hinge settings, and the temperature takes the margin's place.
+SOFTMAX_GRID: dict[str, tuple[Any, ...]] = {
+    "lr": (3e-4, 1e-3, 3e-3),
+    "temperature": (0.1, 0.25, 0.5),
+}
+TRAIN_OPTIONS = ("lr", "margin", "temperature")
 MODEL_OPTIONS = ("history_size", "history_sampling", "n_slots")
 STUDY_FILE = "study.db"
 STUDY_NAME = "hlrm-tune"
@@ -75,16 +84,22 @@ BASE_CONFIG = "base.toml"
 BEST_CONFIG = "best.toml"
 
 
-def search_space(model: str) -> dict[str, tuple[Any, ...]]:
-    """The part of :data:`GRID` that applies to ``model``, or its :data:`FITTED_GRID` (empty for
-    popularity, which has nothing to tune)."""
+def search_space(model: str, loss: str = "hinge") -> dict[str, tuple[Any, ...]]:
+    """The part of :data:`GRID` that applies to ``model`` trained with ``loss``, or its
+    :data:`FITTED_GRID` (empty for popularity, which has nothing to tune). With the softmax loss
+    the learning rate and the temperature are searched on :data:`SOFTMAX_GRID` instead of the
+    paper's learning rates and margins."""
     name = canonical_name(model)
     cls = MODELS[name]
     if not cls.trainable:
         return dict(FITTED_GRID.get(name, {}))
-    space = {"lr": GRID["lr"]}
-    if cls.pair_distances is not Recommender.pair_distances:  # trained with the hinge loss
-        space["margin"] = GRID["margin"]
+    grid = {**GRID, **SOFTMAX_GRID} if loss == "softmax" else GRID
+    space = {"lr": grid["lr"]}
+    if cls.pair_distances is not Recommender.pair_distances:  # a distance-based objective
+        if loss == "softmax":
+            space["temperature"] = SOFTMAX_GRID["temperature"]
+        else:
+            space["margin"] = GRID["margin"]
     parameters = model_parameters(name)
     space.update({key: GRID[key] for key in MODEL_OPTIONS if key in parameters})
     return space
@@ -143,7 +158,7 @@ def tune(
             f"({', '.join(METRICS)}), not {metric!r}"
         )
     config = config.resolved()
-    space = search_space(config.model.name)
+    space = search_space(config.model.name, config.train.loss)
     if not space:
         raise ConfigError(f"model {config.model.name!r} has no options to tune")
     optuna = _optuna()
@@ -297,7 +312,10 @@ def _write_results(
             "metric": metric,
             "split": "valid",
             "model": config.model.name,
-            "space": {key: list(values) for key, values in search_space(config.model.name).items()},
+            "space": {
+                key: list(values)
+                for key, values in search_space(config.model.name, config.train.loss).items()
+            },
             "complete_trials": complete,
             "best_trial": best.number,
             "best_value": best.value,

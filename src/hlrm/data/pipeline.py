@@ -244,3 +244,31 @@ def describe(split: SplitData) -> dict[str, object]:
         has_titles=split.item_titles is not None,
     )
     return stats
+
+
+#: Below these, the default training recipe is outside the data it was measured on (every
+#: development dataset is 5- or 10-core: a median of 20+ training items per user).
+SPARSE_MEDIAN_TRAIN_ITEMS = 5
+SPARSE_COLD_SHARE = 0.2
+
+
+def data_notes(split: SplitData) -> list[str]:
+    """Warnings about data on which a model's defaults are likely poor, one sentence each."""
+    train_counts = np.diff(split.train.indptr)
+    test_counts = np.diff(split.test.indptr)
+    notes = []
+    median = float(np.median(train_counts)) if len(train_counts) else 0.0
+    if median < SPARSE_MEDIAN_TRAIN_ITEMS:
+        notes.append(
+            f"very sparse data: the median user has {median:g} training items; the defaults were "
+            f"measured on 5- and 10-core data, so filter rare users and items (--core 5) or "
+            f"search the options on validation (--tune 10)"
+        )
+    tested = test_counts > 0
+    cold = float(((train_counts == 0) & tested).sum() / max(1, tested.sum()))
+    if cold > SPARSE_COLD_SHARE:
+        notes.append(
+            f"{cold:.0%} of the test users have no training items: no collaborative model can "
+            f"rank for them better than popularity (--core filters them out)"
+        )
+    return notes
