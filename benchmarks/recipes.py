@@ -56,7 +56,7 @@ def recipe_config(protocol: dict, options: dict[str, object], runs: dict[str, Pa
         if key == "model":
             model["name"] = value
         elif key == "init_from":
-            raw["init_from"] = str(runs[str(value)])
+            raw["init_from"] = str(runs.get(str(value), value))  # a label, or a run directory
         elif key in TRAIN_KEYS:
             raw["train"][key] = value
         else:
@@ -81,18 +81,21 @@ def main() -> None:
         run_dir = root / label
         train(config, run_dir, progress=False)
         runs[label] = run_dir
-        history = pd.read_csv(run_dir / "history.csv")
-        kept = history[history["best"]].iloc[-1]
+        fitted = not (run_dir / "history.csv").is_file()  # closed-form baselines have no epochs
+        history = pd.DataFrame() if fitted else pd.read_csv(run_dir / "history.csv")
+        kept = None if fitted else history[history["best"]].iloc[-1]
         best = json.loads((run_dir / "metrics.json").read_text())
         row = {
             "protocol": str(args.protocol),
             "recipe": label,
             "options": options,
             "epochs_run": len(history),
-            "best_epoch": int(kept["epoch"]),
-            "valid_metric": None
-            if pd.isna(kept["valid_metric"])
-            else round(kept["valid_metric"], 4),
+            "best_epoch": None if kept is None else int(kept["epoch"]),
+            "valid_metric": (
+                None
+                if kept is None or pd.isna(kept["valid_metric"])
+                else round(kept["valid_metric"], 4)
+            ),
             "seconds": round(time.perf_counter() - started, 1),
             "test_ndcg@10": round(best["ndcg@10"], 4),
             "test_recall@10": round(best["recall@10"], 4),

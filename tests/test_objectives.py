@@ -159,3 +159,23 @@ def test_trainer_runs_every_objective_and_is_deterministic(options):
     assert history[-1].train_loss < history[0].train_loss
     again = fit()[1]
     assert torch.equal(model.user_embeddings, again.user_embeddings)
+
+
+def test_item_bias_shifts_train_distances_and_scores_alike():
+    split = random_split()
+    torch.manual_seed(0)
+    model = create_model("cml", split.n_users, split.n_items, dim=8, item_bias=True)
+    assert torch.equal(model.item_biases, torch.zeros(split.n_items))  # starts as plain CML
+    with torch.no_grad():
+        model.item_biases.uniform_(-0.5, 0.5)
+    users = torch.tensor([0, 3])
+    batch = TrainBatch(users, torch.tensor([1, 6]), torch.tensor([[2, 4], [0, 5]]))
+    positive, negative = model.pair_distances(batch)
+    scores = model.score(users)
+    torch.testing.assert_close(positive, -scores[[0, 1], [1, 6]])
+    torch.testing.assert_close(negative, -scores[[[0], [1]], [[2, 4], [0, 5]]])
+    shared = TrainBatch(
+        users, torch.tensor([1, 6]), torch.tensor([[2, 4]]).expand(2, 2), shared=True
+    )
+    torch.testing.assert_close(model.pair_distances(shared)[1], -scores[:, [2, 4]])
+    assert "item_biases" not in create_model("cml", 3, 4, dim=2).state_dict()

@@ -7,6 +7,7 @@ optimiser step.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from hlrm.models.base import History, Recommender, TrainBatch, normal_init_, project_rows_, register
@@ -42,12 +43,35 @@ class EmbeddingModel(Recommender):
 
 @register()
 class CML(EmbeddingModel):
-    """CML. ``max_norm`` <= 0 disables the unit-ball projection."""
+    """CML. ``max_norm`` <= 0 disables the unit-ball projection.
+
+    ``item_bias`` (an extension, off in the published model): a learned scalar per item is
+    subtracted from every distance to it, ``d(u, i) - b_i`` (TransRec's item bias, He et al.,
+    RecSys 2017), so popularity need not be encoded by crowding popular items near the centre
+    of the ball. It starts at 0, so a model starts exactly as plain CML.
+    """
 
     name = "cml"
 
-    def __init__(self, n_users: int, n_items: int, *, dim: int = 100, max_norm: float = 1.0):
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        dim: int = 100,
+        max_norm: float = 1.0,
+        item_bias: bool = False,
+    ):
         super().__init__(n_users, n_items, dim, max_norm)
+        # Registered only when used, so checkpoints of the published model keep their keys.
+        if item_bias:
+            self.item_biases = nn.Parameter(torch.zeros(n_items))
+
+    def _biased(self, distances: Tensor, items: Tensor | None) -> Tensor:
+        """``distances`` minus the biases of ``items`` (all items when None; broadcasts)."""
+        if not hasattr(self, "item_biases"):
+            return distances
+        return distances - (self.item_biases if items is None else self.item_biases[items])
 
     def pair_distances(self, batch: TrainBatch) -> tuple[Tensor, Tensor]:
         user = self.user_embeddings[batch.users]
@@ -56,7 +80,8 @@ class CML(EmbeddingModel):
             negative = squared_distances(user, self.item_embeddings[batch.negatives[0]])
         else:
             negative = (user.unsqueeze(1) - self.item_embeddings[batch.negatives]).pow(2).sum(-1)
-        return positive, negative
+        return self._biased(positive, batch.positives), self._biased(negative, batch.negatives)
 
     def score(self, users: Tensor, history: History | None = None) -> Tensor:
-        return -squared_distances(self.user_embeddings[users], self.item_embeddings)
+        distances = squared_distances(self.user_embeddings[users], self.item_embeddings)
+        return -self._biased(distances, None)
