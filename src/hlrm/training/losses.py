@@ -96,7 +96,7 @@ class HingeObjective(ReducingObjective):
 class SoftmaxObjective(ReducingObjective):
     """Sampled softmax over ``-D / temperature``; one term per row (B,)."""
 
-    def __init__(self, temperature: float = 0.25, reduction: str = "mean") -> None:
+    def __init__(self, temperature: float = 0.35, reduction: str = "mean") -> None:
         super().__init__(reduction)
         if not temperature > 0:
             raise ConfigError(f"the softmax temperature must be positive, not {temperature}")
@@ -119,7 +119,7 @@ def make_objective(
     loss: str,
     *,
     margin: float = 0.5,
-    temperature: float = 0.25,
+    temperature: float = 0.35,
     reduction: str = "mean",
     negative_selection: str = "all",
     rank_weight: bool = False,

@@ -41,7 +41,7 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "lr": 1e-3,
     "margin": 0.5,
     "loss": "softmax",
-    "temperature": 0.25,
+    "temperature": 0.35,
     "negatives": 500,
     "shared_negatives": True,
     "negative_sampling": "uniform",
