@@ -73,3 +73,61 @@ def test_ctrl_c_exits_130(tmp_path):
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert "interrupted" in err
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (["--lr", "nan"], "learning rate"),
+        (["--lr", "inf"], "learning rate"),
+        (["--margin", "nan"], "margin"),
+        (["--device", "tpu"], "device"),
+        (["--select-by", "bogus@10"], "select_by"),
+        (["--eval-size", "-3"], "max_users"),
+        (["--cohorts", "-2"], "cohorts"),
+        (["--temperature", "0"], "temperature"),
+        (["--loss", "squared"], "loss"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, options, fragment):
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train", "--dataset", "synthetic", "--epochs", "1", "--run-dir", str(run_dir), *options
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+    assert not run_dir.exists()
+
+
+def test_run_directory_guards(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("mine")
+    result = run_script(
+        "train", "--dataset", "synthetic", "--epochs", "1", "--run-dir", str(a_file)
+    )
+    assert (
+        result.returncode != 0 and "is a file" in result.stderr and "Traceback" not in result.stderr
+    )
+    crowded = tmp_path / "crowded"
+    crowded.mkdir()
+    (crowded / "notes.txt").write_text("mine")
+    result = run_script(
+        "train", "--dataset", "synthetic", "--epochs", "1", "--run-dir", str(crowded)
+    )
+    assert result.returncode != 0 and "not empty" in result.stderr
+    assert (crowded / "notes.txt").read_text() == "mine" and len(list(crowded.iterdir())) == 1
+
+    run_dir = tmp_path / "run"
+    trained = run_script(
+        "train", "--model", "cml", "--dataset", "synthetic", "--epochs", "2", "--run-dir",
+        str(run_dir), "--quiet", "--device", "cpu",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    config = (run_dir / "config.toml").read_text()
+    meta = (run_dir / "meta.json").read_text()
+    changed = run_script("train", "--run-dir", str(run_dir), "--resume", "--model", "bpr")
+    assert changed.returncode != 0 and "cannot resume" in changed.stderr
+    assert (run_dir / "config.toml").read_text() == config
+    assert (run_dir / "meta.json").read_text() == meta

@@ -54,6 +54,12 @@ class EvalConfig:
     def validate(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"cut-offs k must be positive integers, not {self.ks}")
+        if self.cohorts < 0 or self.cohort_size < 1 or self.max_users < 0:
+            raise ConfigError(
+                "cohorts and the evaluated users must be >= 0 and the cohort size >= 1, not "
+                f"cohorts={self.cohorts}, cohort_size={self.cohort_size}, "
+                f"max_users={self.max_users}"
+            )
         if not self.memory_mib > 0:
             raise ConfigError(f"the scoring memory budget must be positive, not {self.memory_mib}")
 

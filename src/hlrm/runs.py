@@ -39,6 +39,10 @@ from hlrm.training.checkpoint import load_checkpoint
 from hlrm.training.trainer import EpochRecord, Trainer, resolve_device
 
 CONFIG = "config.toml"
+#: What a run directory may already hold when training starts afresh: ``hlrm train --tune``
+#: keeps its study there, and a run stopped before its first checkpoint leaves these files,
+#: which are simply written again (without ``checkpoints/last.pt`` there is nothing to resume).
+OWN_ENTRIES = {"tuning", "checkpoints", CONFIG, "split.npz", "meta.json", "history.csv"}
 BEST = "checkpoints/best.pt"
 
 
@@ -112,6 +116,31 @@ def _warm_start(model: Recommender, run_dir: str) -> None:
             target.copy_(weights)
 
 
+#: What a resumed run may change: how long it trains and where.
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "patience"), ("train", "device")}
+
+
+def _check_resumable(config: RunConfig, path: Path) -> None:
+    """Refuse to resume ``path`` under options other than those it was trained with (beyond
+    :data:`RESUMABLE_CHANGES`): the run would then claim options its weights never had."""
+    stored = RunConfig.from_toml(path / CONFIG).to_dict()
+    wanted = config.to_dict()
+    changed = []
+    for section in sorted(set(stored) | set(wanted)):
+        left, right = stored.get(section), wanted.get(section)
+        if isinstance(left, dict) and isinstance(right, dict):
+            for key in sorted(set(left) | set(right)):
+                if left.get(key) != right.get(key) and (section, key) not in RESUMABLE_CHANGES:
+                    changed.append(f"{section}.{key}: {left.get(key)!r} -> {right.get(key)!r}")
+        elif left != right:
+            changed.append(f"{section}: {left!r} -> {right!r}")
+    if changed:
+        raise ConfigError(
+            f"cannot resume {path} with other options ({'; '.join(changed[:3])}); only the "
+            f"epochs, patience and device may change"
+        )
+
+
 def write_evaluation(path: Path, result: EvaluationResult) -> None:
     write_json(path / "metrics.json", {**result.metrics, "protocol": result.protocol})
     with atomic_path(path / "per_user_metrics.parquet") as tmp:
@@ -133,8 +162,20 @@ def train(
     if path is not None:
         if resume and not (path / "checkpoints" / "last.pt").is_file():
             raise HlrmError(f"cannot resume: {path} has no checkpoints/last.pt")
-        if not resume and (path / CONFIG).exists():
+        if path.exists() and not path.is_dir():
+            raise HlrmError(f"--run-dir {path} is a file, not a directory")
+        if not resume and (path / "checkpoints" / "last.pt").is_file():
             raise HlrmError(f"{path} already holds a run; choose another --run-dir or --resume")
+        foreign = (
+            []
+            if resume or not path.is_dir()
+            else sorted(entry.name for entry in path.iterdir() if entry.name not in OWN_ENTRIES)
+        )
+        if foreign:
+            raise HlrmError(
+                f"{path} is not empty ({', '.join(foreign[:3])}); a run needs a new or empty "
+                f"directory so that nothing of yours is overwritten"
+            )
     torch.manual_seed(config.seed)
     split = load_split(config.data)
     if log is not None:
@@ -143,11 +184,32 @@ def train(
     model = create_model(config.model.name, split.n_users, split.n_items, **config.model.params)
     if config.init_from:
         _warm_start(model, config.init_from)
+
+    def log_epoch(_: EpochRecord) -> None:
+        if path is not None:
+            frame = pd.DataFrame([vars(r) for r in trainer.history])
+            write_text(path / "history.csv", frame.to_csv(index=False))
+
+    # Every check of the configuration against the data and the device happens here, and a
+    # resumed run's checkpoint is checked, before anything in the run directory is (re)written.
+    trainer = Trainer(
+        model,
+        split,
+        config.train,
+        seed=config.seed,
+        checkpoint_dir=None if path is None else path / "checkpoints",
+        progress=progress,
+        on_epoch=log_epoch,
+    )
+    if resume and path is not None:
+        _check_resumable(config, path)
+        trainer.resume()
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
         write_text(path / CONFIG, config.to_toml())
-        with atomic_path(path / "split.npz") as tmp:
-            split.save(str(tmp))
+        if not resume:
+            with atomic_path(path / "split.npz") as tmp:
+                split.save(str(tmp))
         write_json(
             path / "meta.json",
             {
@@ -159,23 +221,6 @@ def train(
                 "command": " ".join(sys.argv),
             },
         )
-
-    def log_epoch(_: EpochRecord) -> None:
-        if path is not None:
-            frame = pd.DataFrame([vars(r) for r in trainer.history])
-            write_text(path / "history.csv", frame.to_csv(index=False))
-
-    trainer = Trainer(
-        model,
-        split,
-        config.train,
-        seed=config.seed,
-        checkpoint_dir=None if path is None else path / "checkpoints",
-        progress=progress,
-        on_epoch=log_epoch,
-    )
-    if resume:
-        trainer.resume()
     trainer.fit()
     trainer.load_best()
     run = Run(config, split, model, path)

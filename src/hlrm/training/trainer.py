@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from hlrm.data.matrix import SplitData
 from hlrm.errors import ConfigError, TrainingError
+from hlrm.evaluation.metrics import METRICS
 from hlrm.evaluation.protocol import evaluate
 from hlrm.models.base import Recommender
 from hlrm.training.checkpoint import load_checkpoint, save_checkpoint
@@ -100,16 +101,25 @@ class TrainConfig:
             raise ConfigError(
                 f"negative_sampling must be one of {DISTRIBUTIONS}, not {self.negative_sampling!r}"
             )
+        device = self.device
+        if device not in ("auto", "cpu") and not (
+            device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())
+        ):
+            raise ConfigError(f"device must be auto, cpu or cuda[:N], not {device!r}")
+        if self.select_by != LOSS_SELECTION:
+            name, _, k = self.select_by.partition("@")
+            if name not in METRICS or not k.isdigit() or int(k) < 1:
+                raise ConfigError(
+                    f"select_by must be {LOSS_SELECTION!r} or a metric at a cut-off such as "
+                    f"'ndcg@10' ({', '.join(METRICS)}), not {self.select_by!r}"
+                )
+        if self.patience < 0 or self.lr_gamma <= 0 or self.clip_grad < 0:
+            raise ConfigError("patience and clip_grad must be >= 0 and lr_gamma > 0")
         if self.shuffle not in ("epoch", "once"):
             raise ConfigError(f"shuffle must be 'epoch' or 'once', not {self.shuffle!r}")
         if self.rotating_skip and self.shuffle != "once":
             raise ConfigError(
                 "rotating_skip reproduces the official fixed order: use shuffle='once'"
-            )
-        if self.select_by != LOSS_SELECTION and "@" not in self.select_by:
-            raise ConfigError(
-                f"select_by must be {LOSS_SELECTION!r} or a metric such as 'ndcg@10', "
-                f"not {self.select_by!r}"
             )
 
 
