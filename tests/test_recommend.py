@@ -33,7 +33,8 @@ def test_recommendations_skip_known_items(cml_run):
     user = cml_run.split.user_ids[3]
     recs = recommend(cml_run, user=user, k=10)
     assert len(recs) == 10
-    known = set(cml_run.split.train_valid[3].indices)
+    known = set(cml_run.split.everything[3].indices)  # test items too: deployment, not a test
+    assert set(cml_run.split.test[3].indices) <= known
     assert not known & {r.item for r in recs}
     assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
 
@@ -79,7 +80,7 @@ def test_hlr_explanations_name_history_items(tmp_path):
     run = synthetic_run("hlr", 1, tmp_path, dim=16, history_size=8)
     user = run.split.user_ids[0]
     recs = recommend(run, user=user, k=3, explain=True)
-    history = {str(v) for v in run.split.item_ids[run.split.train_valid[0].indices]}
+    history = {str(v) for v in run.split.item_ids[run.split.everything[0].indices]}
     for rec in recs:
         attention = rec.explanation["user_attention"]
         weights = [row["weight"] for row in attention]

@@ -253,8 +253,9 @@ def recommend(
 ) -> list[Recommendation]:
     """Top-``k`` unseen items for a known ``user`` (original id) or a new user given by ``items``.
 
-    A known user's train and validation items are masked; a new user is folded in
-    (:mod:`hlrm.training.foldin`) and their given items are masked.
+    Everything a known user has (train, validation and test items) is masked and forms the
+    history pools: a deployed model recommends what a user has not had yet. A new user is
+    folded in (:mod:`hlrm.training.foldin`) and their given items are masked.
     """
     from hlrm.training.foldin import fold_in_user
     from hlrm.training.history import HistorySampler
@@ -264,7 +265,7 @@ def recommend(
     if k < 1:
         raise ConfigError(f"k must be positive, not {k}")
     seed = run.config.seed if seed is None else seed
-    model, known = run.model, run.split.train_valid
+    model, known = run.model, run.split.everything
     if items is not None:
         indices = run.split.items.indices(list(items))
         model, known = fold_in_user(model, run.split.train_valid, indices, seed=seed)

@@ -100,6 +100,15 @@ class SplitData:
         return merged
 
     @cached_property
+    def everything(self) -> sp.csr_matrix:
+        """Every interaction of every split: what a deployed model knows a user has (masked, and
+        the history pools drawn from it, when recommending to a known user)."""
+        merged = (self.train + self.valid + self.test).tocsr()
+        merged.data[:] = 1.0
+        merged.sort_indices()
+        return merged
+
+    @cached_property
     def item_popularity(self) -> np.ndarray:
         """Number of training interactions per item."""
         return np.asarray(self.train.sum(axis=0)).ravel().astype(np.int64)

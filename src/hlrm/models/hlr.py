@@ -51,7 +51,10 @@ def user_attention(
     """
     n_rows, n_targets, dim = targets.shape
     keys = lram.scaled_keys
-    target_keys = (targets.unsqueeze(-1) * keys).transpose(1, 2).reshape(n_rows, dim, -1)
+    # built directly in the (B, d, T, N) layout the GEMM reads: no transposed copy
+    target_keys = (targets.transpose(1, 2).unsqueeze(-1) * keys.unsqueeze(1)).reshape(
+        n_rows, dim, -1
+    )
     logits = (pool @ target_keys).view(n_rows, pool.shape[1], n_targets, lram.n_slots)
     addresses = logits.transpose(1, 2).softmax(-1)  # (B, T, S, N)
     query = lram.attention_logits(user @ lram.memory.T).view(n_rows, 1, -1, 1)
