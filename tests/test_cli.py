@@ -228,3 +228,22 @@ def test_relation_models_end_to_end_on_ml100k(monkeypatch, capsys, tmp_path, dat
     assert len(recommendations) == 3
     if model in ("lrml", "hlr", "hlr++"):
         assert all(r["explanation"] for r in recommendations)
+
+
+def test_ids_are_shown_literally_never_as_markup(monkeypatch, capsys, tmp_path):
+    rows = ["user,item"]
+    items = ["plain", "[/x]5", "[bold]b", "c\x1bd"]
+    for user in range(30):
+        for item in items[: 1 + user % 4]:
+            rows.append(f"u{user},{item}")
+    path = tmp_path / "log.csv"
+    path.write_text("\n".join(rows) + "\n")
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--model", "popularity", "--data", str(path),
+        "--format", "csv", "--run-dir", str(run_dir), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = run_cli(monkeypatch, capsys, "recommend", str(run_dir), "--user", "u0")
+    assert code == 0, err
+    assert "[/x]5" in out and "[bold]b" in out and "\x1b" not in out and "c\\x1bd" in out

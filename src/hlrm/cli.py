@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from hlrm.config import RunConfig, parse_value
 from hlrm.errors import ConfigError, HlrmError
@@ -466,19 +467,26 @@ def recommend_command(
         typer.echo(json.dumps([asdict(r) for r in recommendations], indent=2))
         return
     who = f"user {user}" if user is not None else f"a new user with {len(given or [])} items"
-    table = Table(title=f"{run.model.name}: top {len(recommendations)} for {who}")
+    table = Table(title=literal(f"{run.model.name}: top {len(recommendations)} for {who}"))
     for column in ("rank", "item", "title", "score"):
         table.add_column(column)
     if explain:
         table.add_column("because")
     for rec in recommendations:
-        cells = [str(rec.rank), rec.item_id, rec.title or "", f"{rec.score:.4f}"]
+        cells = [str(rec.rank), literal(rec.item_id), literal(rec.title or ""), f"{rec.score:.4f}"]
         if explain:
-            cells.append(explain_text(rec.explanation))
+            cells.append(literal(explain_text(rec.explanation)))
         table.add_row(*cells)
     console.print(table)
     if explain and recommendations and recommendations[0].explanation is None:
         console.print(f"({run.model.name} has no explanation; HLR, HLR++ and LRML have one)")
+
+
+def literal(text: str) -> Text:
+    """Text from the user's data shown as it is: never parsed as rich markup (an id such as
+    ``[/x]5`` or ``[bold]``), with control characters (ESC and the like) made visible instead
+    of reaching the terminal."""
+    return Text("".join(c if c.isprintable() else repr(c)[1:-1] for c in text))
 
 
 def explain_text(explanation: dict[str, list[dict[str, Any]]] | None) -> str:
