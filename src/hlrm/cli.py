@@ -193,7 +193,7 @@ def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
             "loss", "temperature", "negatives", "shared_negatives", "negative_sampling",
             "negative_selection", "rank_weight", "shuffle", "rotating_skip",
             "select_by",
-            "patience", "freeze_embeddings", "device",
+            "patience", "freeze_embeddings", "device", "deterministic",
         ),
         "eval": ("cohorts", "cohort_size", "max_users", "memory_mib"),
     }  # fmt: skip
@@ -312,6 +312,10 @@ def train_command(
     freeze_embeddings: Annotated[
         bool | None, typer.Option(help="Keep warm-started embeddings fixed.")
     ] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option(help="Bit-identical runs for one seed at any thread count (default on)."),
+    ] = None,
     param: Annotated[
         list[str] | None, typer.Option(help="Any model option as key=value (repeatable).")
     ] = None,
@@ -361,7 +365,8 @@ def train_command(
         negative_selection=negative_selection,
         rank_weight=rank_weight, shuffle=shuffle, rotating_skip=rotating_skip,
         select_by=select_by, patience=patience,
-        freeze_embeddings=freeze_embeddings, device=device, seed=seed, ks=k,
+        freeze_embeddings=freeze_embeddings, deterministic=deterministic, device=device,
+        seed=seed, ks=k,
         cohorts=cohorts, cohort_size=cohort_size, max_users=eval_size, memory_mib=score_memory,
         init_from=init_from, params=param, model_params={
             "dim": emb_size, "n_slots": num_relations, "history_size": num_inter,

@@ -76,6 +76,10 @@ class TrainConfig:
     patience: int | None = None  # epochs without improvement before stopping; 0 never stops early
     freeze_embeddings: bool = False
     device: str = "auto"
+    #: PyTorch's deterministic algorithms while training: with more than one thread the default
+    #: kernels accumulate embedding gradients in a varying order, so two same-seed runs (or a
+    #: resumed and an uninterrupted one) differ by rounding; these do not (docs/reliability.md).
+    deterministic: bool = True
 
     def for_model(self, model: type[Recommender] | Recommender) -> TrainConfig:
         """This configuration with every unset option taken from ``model``'s recipe."""
@@ -361,6 +365,12 @@ class Trainer:
             if self.progress and len(epochs)
             else None
         )
+        previous = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        # warn_only: an op without a deterministic kernel (some CUDA ones) warns instead of failing
+        torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
         try:
             for epoch in epochs:
                 if bar is not None:
@@ -401,6 +411,7 @@ class Trainer:
                 if config.patience and self.stale_epochs >= config.patience:
                     break
         finally:
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
             if bar is not None:
                 bar.close()
         return self.history
