@@ -73,7 +73,9 @@ def library_model(name: str, split: SplitData, args: argparse.Namespace) -> dict
     torch.manual_seed(args.seed)
     options = {"history_size": args.history_size} if name in ("adacml", "hlr", "hlr++") else {}
     model = create_model(name, split.n_users, split.n_items, **options)
-    config = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, device=args.device)
+    config = TrainConfig(
+        epochs=1, batch_size=args.batch_size, lr=1e-3, device=args.device, **common.PUBLISHED_RECIPE
+    )
     trainer = Trainer(model, split, config, seed=args.seed, progress=False)
     device = trainer.device
     model.train()

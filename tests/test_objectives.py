@@ -179,3 +179,14 @@ def test_item_bias_shifts_train_distances_and_scores_alike():
     )
     torch.testing.assert_close(model.pair_distances(shared)[1], -scores[:, [2, 4]])
     assert "item_biases" not in create_model("cml", 3, 4, dim=2).state_dict()
+
+
+def test_owned_equals_the_binary_search_membership():
+    split = random_split(n_users=80, n_items=30)
+    sampler = NegativeSampler(split.train)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        users = torch.randint(split.n_users, (50,), generator=generator)
+        items = torch.randint(split.n_items, (40,), generator=generator)  # with repeats
+        expected = sampler.contains(users.unsqueeze(1), items.unsqueeze(0))
+        assert torch.equal(sampler.owned(users, items), expected)
