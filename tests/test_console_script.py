@@ -131,3 +131,36 @@ def test_run_directory_guards(tmp_path):
     assert changed.returncode != 0 and "cannot resume" in changed.stderr
     assert (run_dir / "config.toml").read_text() == config
     assert (run_dir / "meta.json").read_text() == meta
+
+
+@pytest.mark.parametrize(
+    "toml, fragment",
+    [
+        ('[train]\nepochs = "ten"\n', "epochs"),
+        ('seed = "abc"\n', "seed"),
+        ("[eval]\nks = 5\n", "ks"),
+        ("train = 5\n", "[train]"),
+    ],
+)
+def test_wrong_typed_config_values_are_one_line(tmp_path, toml, fragment):
+    config = tmp_path / "bad.toml"
+    config.write_text('[data]\ndataset = "synthetic"\n' + toml if "train = 5" not in toml else toml)
+    result = run_script("train", "--config", str(config), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_config_files_and_sizes_are_one_line(tmp_path):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    for args in (
+        ["train", "--config", str(binary)],
+        ["train", "--config", str(tmp_path)],
+        ["train", "--dataset", "synthetic", "--emb-size", "0"],
+        ["train", "--dataset", "synthetic", "--seed", "-1"],
+    ):
+        result = run_script(*args)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)

@@ -76,6 +76,8 @@ class RunConfig:
 
     def resolved(self) -> RunConfig:
         """Every default filled in (the model's training recipe included) and checked."""
+        if self.seed < 0 or self.data.seed < 0:
+            raise ConfigError(f"the seed must be a non-negative integer, not {self.seed}")
         model = self.model.resolved()
         train = self.train.for_model(MODELS[model.name])
         train.validate()
@@ -109,9 +111,15 @@ class RunConfig:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}")
-        model = dict(raw.pop("model", {}))
+        model = raw.pop("model", {})
+        if not isinstance(model, dict):
+            raise ConfigError(f"{source}: [model] must be a table, not {model!r}")
+        model = dict(model)
+        seed = raw.get("seed", 2021)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"{source}: seed must be a non-negative integer, not {seed!r}")
         config = cls(
-            seed=int(raw.get("seed", 2021)),
+            seed=seed,
             init_from=str(raw.get("init_from", "")),
             data=_section(DataConfig, raw.get("data", {}), "data", source),
             model=ModelConfig(str(model.pop("name", "cml")), model),
@@ -127,16 +135,56 @@ class RunConfig:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path} is a directory, not a TOML config file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not UTF-8 text, so not a TOML config file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
         return cls.from_dict(raw, str(path))
 
 
+#: The Python types a field's annotation admits (annotations are strings here).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "None": (type(None),),
+}
+
+
+def _admits(annotation: str, value: Any) -> bool:
+    """Whether ``value`` (as TOML parsed it) fits a dataclass field annotated ``annotation``;
+    annotations this does not know (containers) admit anything of the right container type."""
+    for part in (p.strip() for p in annotation.split("|")):
+        if part.startswith(("list[", "tuple[")):
+            if isinstance(value, (list, tuple)):
+                return True
+            continue
+        kinds = _TYPES.get(part)
+        if kinds is None:
+            return True
+        if isinstance(value, bool) and bool not in kinds:
+            continue  # TOML true is not a number here
+        if isinstance(value, kinds):
+            return True
+    return False
+
+
 def _section(kind: type, values: dict[str, Any], name: str, source: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table, not {values!r}")
     fields = {f.name: f for f in dataclasses.fields(kind)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{source}: unknown option(s) in [{name}]: {', '.join(unknown)}")
+    for key, value in values.items():
+        annotation = str(fields[key].type)
+        if not _admits(annotation, value):
+            raise ConfigError(
+                f"{source}: [{name}] {key} = {value!r} has the wrong type (expected {annotation})"
+            )
     if isinstance(values.get("fractions"), list):  # TOML has arrays, the config holds a tuple
         values = {**values, "fractions": tuple(values["fractions"])}
     return kind(**values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from hlrm.errors import ConfigError
 from hlrm.models.base import History, Recommender, TrainBatch, normal_init_, project_rows_, register
 
 
@@ -27,6 +28,8 @@ class EmbeddingModel(Recommender):
     """Shared parts of models with one user table and one item table in a metric space."""
 
     def __init__(self, n_users: int, n_items: int, dim: int, max_norm: float) -> None:
+        if not isinstance(dim, int) or dim < 1:
+            raise ConfigError(f"the embedding size must be a positive integer, not {dim!r}")
         super().__init__(n_users, n_items)
         self.dim = dim
         self.max_norm = max_norm
