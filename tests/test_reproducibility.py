@@ -72,3 +72,20 @@ def test_sigkill_then_resume_gives_the_uninterrupted_checkpoint(tmp_path):
         assert torch.equal(tensor, b["state_dict"][name]), name
     for key in ("best_epoch", "best_value"):
         assert a[key] == b[key]
+
+
+def test_resume_removes_temporaries_of_a_killed_write(tmp_path):
+    from hlrm.config import RunConfig
+    from hlrm.runs import train
+
+    config = RunConfig.from_dict(
+        {"data": {"dataset": "synthetic"}, "train": {"epochs": 1, "device": "cpu"}}
+    )
+    run_dir = tmp_path / "run"
+    train(config, run_dir, progress=False)
+    stale = run_dir / "checkpoints" / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    config.train.epochs = 2
+    train(config, run_dir, resume=True, progress=False)
+    assert not stale.exists()
+    assert (run_dir / "checkpoints" / "last.pt").is_file()

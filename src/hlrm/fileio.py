@@ -51,3 +51,16 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Strict JSON (no NaN), written atomically."""
     text = json.dumps(finite_or_none(obj), indent=2, sort_keys=True, allow_nan=False)
     write_text(path, text + "\n")
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` leaves when a process is killed between
+    writing and renaming (``.<name>.<random>.tmp``); nothing ever reads them. Call it only where
+    no other writer is active (at the start of a run). Returns what was removed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = [entry for entry in directory.glob(".*.tmp") if entry.is_file()]
+    for entry in removed:
+        entry.unlink(missing_ok=True)
+    return removed

@@ -32,7 +32,7 @@ from hlrm.data.matrix import SplitData
 from hlrm.data.pipeline import data_notes, load_split
 from hlrm.errors import ConfigError, HlrmError
 from hlrm.evaluation.protocol import EvaluationResult, evaluate
-from hlrm.fileio import atomic_path, write_json, write_text
+from hlrm.fileio import atomic_path, remove_stale_temporaries, write_json, write_text
 from hlrm.models.base import Recommender, create_model
 from hlrm.models.memory import Explanation
 from hlrm.training.checkpoint import load_checkpoint
@@ -204,6 +204,9 @@ def train(
     if resume and path is not None:
         _check_resumable(config, path)
         trainer.resume()
+    if path is not None:  # what a write killed before its rename left behind
+        for directory in (path, path / "checkpoints"):
+            remove_stale_temporaries(directory)
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
         write_text(path / CONFIG, config.to_toml())
