@@ -89,3 +89,24 @@ def test_resume_removes_temporaries_of_a_killed_write(tmp_path):
     train(config, run_dir, resume=True, progress=False)
     assert not stale.exists()
     assert (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file locks")
+def test_a_second_training_into_the_same_directory_is_refused(tmp_path):
+    from hlrm.config import RunConfig
+    from hlrm.errors import HlrmError
+    from hlrm.runs import lock_run_directory, train
+
+    config = RunConfig.from_dict(
+        {"data": {"dataset": "synthetic"}, "train": {"epochs": 1, "device": "cpu"}}
+    )
+    run_dir = tmp_path / "run"
+    holder = lock_run_directory(run_dir)  # as a running training holds it
+    try:
+        with pytest.raises(HlrmError, match="another hlrm process"):
+            train(config, run_dir, progress=False)
+        assert not (run_dir / "config.toml").exists()
+    finally:
+        holder.close()
+    train(config, run_dir, progress=False)  # released: the directory is usable
+    assert (run_dir / "metrics.json").is_file()

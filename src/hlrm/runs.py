@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 import torch
@@ -42,7 +42,8 @@ CONFIG = "config.toml"
 #: What a run directory may already hold when training starts afresh: ``hlrm train --tune``
 #: keeps its study there, and a run stopped before its first checkpoint leaves these files,
 #: which are simply written again (without ``checkpoints/last.pt`` there is nothing to resume).
-OWN_ENTRIES = {"tuning", "checkpoints", CONFIG, "split.npz", "meta.json", "history.csv"}
+LOCK = ".lock"
+OWN_ENTRIES = {"tuning", "checkpoints", CONFIG, "split.npz", "meta.json", "history.csv", LOCK}
 BEST = "checkpoints/best.pt"
 
 
@@ -114,6 +115,27 @@ def _warm_start(model: Recommender, run_dir: str) -> None:
             )
         with torch.no_grad():
             target.copy_(weights)
+
+
+def lock_run_directory(path: Path) -> IO[str]:
+    """Hold an exclusive lock on ``path/.lock`` while training writes into ``path``; a second
+    process is refused with one line instead of interleaving its files with the first's. The
+    operating system drops the lock when the holder exits, even on ``kill -9``, so a killed run
+    never leaves a stale lock behind. Without ``fcntl`` (Windows) no lock is taken."""
+    path.mkdir(parents=True, exist_ok=True)
+    handle = (path / LOCK).open("a")
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise HlrmError(
+            f"another hlrm process is training into {path}; wait for it or choose another --run-dir"
+        ) from None
+    return handle
 
 
 #: What a resumed run may change: how long it trains and where.
@@ -204,33 +226,38 @@ def train(
     if resume and path is not None:
         _check_resumable(config, path)
         trainer.resume()
-    if path is not None:  # what a write killed before its rename left behind
-        for directory in (path, path / "checkpoints"):
-            remove_stale_temporaries(directory)
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        write_text(path / CONFIG, config.to_toml())
-        if not resume:
-            with atomic_path(path / "split.npz") as tmp:
-                split.save(str(tmp))
-        write_json(
-            path / "meta.json",
-            {
-                "hlrm_version": hlrm.__version__,
-                "torch_version": torch.__version__,
-                "python_version": platform.python_version(),
-                "device": str(resolve_device(config.train.device)),
-                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "command": " ".join(sys.argv),
-            },
-        )
-    trainer.fit()
-    trainer.load_best()
-    run = Run(config, split, model, path)
-    result = run.evaluate(device=config.train.device)
-    run.metrics = {**result.metrics, "protocol": result.protocol}
-    if path is not None:
-        write_evaluation(path, result)
+    lock = None if path is None else lock_run_directory(path)
+    try:
+        if path is not None:  # what a write killed before its rename left behind
+            for directory in (path, path / "checkpoints"):
+                remove_stale_temporaries(directory)
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+            write_text(path / CONFIG, config.to_toml())
+            if not resume:
+                with atomic_path(path / "split.npz") as tmp:
+                    split.save(str(tmp))
+            write_json(
+                path / "meta.json",
+                {
+                    "hlrm_version": hlrm.__version__,
+                    "torch_version": torch.__version__,
+                    "python_version": platform.python_version(),
+                    "device": str(resolve_device(config.train.device)),
+                    "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "command": " ".join(sys.argv),
+                },
+            )
+        trainer.fit()
+        trainer.load_best()
+        run = Run(config, split, model, path)
+        result = run.evaluate(device=config.train.device)
+        run.metrics = {**result.metrics, "protocol": result.protocol}
+        if path is not None:
+            write_evaluation(path, result)
+    finally:
+        if lock is not None:
+            lock.close()  # releases the lock
     return run
 
 
