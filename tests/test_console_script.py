@@ -164,3 +164,11 @@ def test_bad_config_files_and_sizes_are_one_line(tmp_path):
         result = run_script(*args)
         assert result.returncode != 0 and "Traceback" not in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+
+
+def test_version_is_one_line():
+    result = run_script("--version")
+    assert result.returncode == 0
+    assert (
+        result.stdout.strip().startswith("hlrm ") and len(result.stdout.strip().splitlines()) == 1
+    )

@@ -21,6 +21,26 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Collaborative metric learning recommenders with latent relations.",
 )
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from hlrm import __version__
+
+        typer.echo(f"hlrm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Collaborative metric learning recommenders with latent relations."""
+
+
 datasets_app = typer.Typer(help="List the known datasets, or show one after preprocessing.")
 app.add_typer(datasets_app, name="datasets")
 console = Console()
