@@ -101,7 +101,8 @@ def main() -> None:
             "test_recall@10": round(best["recall@10"], 4),
             "test_users": best["protocol"].get("users"),
         }
-        entropy = attention_entropy(Run.open(run_dir).model, Run.open(run_dir).split)
+        trained = Run.open(run_dir)
+        entropy = attention_entropy(trained.model, trained.split)
         if entropy:
             row["attention_entropy"] = {key: round(value, 4) for key, value in entropy.items()}
         print(json.dumps(row, default=str), flush=True)

@@ -228,11 +228,9 @@ def train(
         trainer.resume()
     lock = None if path is None else lock_run_directory(path)
     try:
-        if path is not None:  # what a write killed before its rename left behind
-            for directory in (path, path / "checkpoints"):
-                remove_stale_temporaries(directory)
         if path is not None:
-            path.mkdir(parents=True, exist_ok=True)
+            for directory in (path, path / "checkpoints"):  # left by a write killed mid-rename
+                remove_stale_temporaries(directory)
             write_text(path / CONFIG, config.to_toml())
             if not resume:
                 with atomic_path(path / "split.npz") as tmp:
