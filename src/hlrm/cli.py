@@ -527,6 +527,27 @@ def explain_text(explanation: dict[str, list[dict[str, Any]]] | None) -> str:
     return "\n".join(lines)
 
 
+# ---- export --------------------------------------------------------------------------------------
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by hlrm train.")],
+    out: Annotated[Path, typer.Option(help="The file (npz) or directory (parquet) to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="npz (one file) or parquet.")] = "npz",
+) -> None:
+    """Write a run's embeddings, relation memory, id maps and titles for use without hlrm
+    (schema: docs/serving.md)."""
+    from hlrm.export import FORMATS, export_run
+    from hlrm.runs import Run
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    run = Run.open(run_dir, "cpu")
+    path = export_run(run, fmt, out)
+    plain_log(
+        f"wrote {run.model.name} ({run.split.n_users} users, {run.split.n_items} items) to {path}"
+    )
+
+
 # ---- compare and tune ----------------------------------------------------------------------------
 def plain_log(line: str) -> None:
     """Progress lines hold paths and brackets: print them unwrapped and without rich markup."""
