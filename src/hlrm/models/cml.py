@@ -85,6 +85,11 @@ class CML(EmbeddingModel):
             negative = (user.unsqueeze(1) - self.item_embeddings[batch.negatives]).pow(2).sum(-1)
         return self._biased(positive, batch.positives), self._biased(negative, batch.negatives)
 
-    def score(self, users: Tensor, history: History | None = None) -> Tensor:
-        distances = squared_distances(self.user_embeddings[users], self.item_embeddings)
-        return -self._biased(distances, None)
+    def score(
+        self, users: Tensor, history: History | None = None, items: Tensor | None = None
+    ) -> Tensor:
+        """Scores (U, I) of every item, or (U, len(items)) of the item indices ``items`` (the
+        candidates of :mod:`hlrm.retrieval`)."""
+        table = self.item_embeddings if items is None else self.item_embeddings[items]
+        distances = squared_distances(self.user_embeddings[users], table)
+        return -self._biased(distances, items)
