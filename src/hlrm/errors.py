@@ -14,6 +14,21 @@ class DataError(HlrmError):
     """Malformed, missing or unusable data."""
 
 
+class UnknownIdError(DataError):
+    """A user or item id the model was not trained with (a server answers 404 Not Found).
+
+    ``kind`` is ``"user"`` or ``"item"``; ``ids`` lists every unknown id of the request.
+    """
+
+    def __init__(self, kind: str, ids: list[object]) -> None:
+        self.kind = kind
+        self.ids = list(ids)
+        shown = ", ".join(repr(value) for value in self.ids[:5])
+        more = f" and {len(self.ids) - 5} more" if len(self.ids) > 5 else ""
+        plural = "s" if len(self.ids) > 1 else ""
+        super().__init__(f"unknown {kind} id{plural} {shown}{more}")
+
+
 class ConfigError(HlrmError):
     """An invalid option, unknown model or dataset name, or an inconsistent configuration."""
 

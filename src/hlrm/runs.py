@@ -18,12 +18,14 @@ import datetime as dt
 import json
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 import hlrm
@@ -270,6 +272,31 @@ class Recommendation:
     explanation: dict[str, list[dict[str, Any]]] | None = None
 
 
+def recommend_many(
+    run: Run,
+    users: Sequence[object],
+    k: int = 10,
+    *,
+    explain: bool = False,
+    filter_seen: bool = True,
+    seed: int | None = None,
+) -> list[list[Recommendation]]:
+    """Top-``k`` items for each known user (original ids), in the order given, scored in blocks
+    of users on the model's device (:func:`~hlrm.evaluation.ranking.top_k_scored`).
+
+    ``filter_seen``: never recommend what a user has in any part of the data (train, validation
+    and test: a deployed model recommends what a user has not had yet); False recommends from
+    every item. History-based models draw each user's pool from the same items, keyed by
+    ``seed`` (the run's seed by default) and the user alone, so a user's list is the same whether
+    ranked alone or with others. An unknown id is an :class:`~hlrm.errors.UnknownIdError` naming
+    every unknown id of the request.
+    """
+    indices = run.split.users.indices(users)
+    return _recommend_indices(
+        run, run.model, run.split.everything, indices, k, explain, filter_seen, seed
+    )
+
+
 def recommend(
     run: Run,
     *,
@@ -279,55 +306,132 @@ def recommend(
     explain: bool = False,
     seed: int | None = None,
 ) -> list[Recommendation]:
-    """Top-``k`` unseen items for a known ``user`` (original id) or a new user given by ``items``.
-
-    Everything a known user has (train, validation and test items) is masked and forms the
-    history pools: a deployed model recommends what a user has not had yet. A new user is
-    folded in (:mod:`hlrm.training.foldin`) and their given items are masked.
-    """
+    """Top-``k`` unseen items for a known ``user`` (original id, :func:`recommend_many`) or a
+    new user given by ``items``, who is folded in (:mod:`hlrm.training.foldin`) and never gets
+    the given items back."""
     from hlrm.training.foldin import fold_in_user
-    from hlrm.training.history import HistorySampler
 
     if (user is None) == (items is None):
         raise ConfigError("give either a known user id or a list of item ids, not both")
-    if k < 1:
-        raise ConfigError(f"k must be positive, not {k}")
+    if items is None:
+        return recommend_many(run, [user], k, explain=explain, seed=seed)[0]
+    _check_k(k)
     seed = run.config.seed if seed is None else seed
-    model, known = run.model, run.split.everything
-    if items is not None:
-        indices = run.split.items.indices(list(items))
-        model, known = fold_in_user(model, run.split.train_valid, indices, seed=seed)
-        index = model.n_users - 1
-    else:
-        index = run.split.users.index(user)
-    device = next(iter(model.state_dict().values())).device
-    users = torch.tensor([index], device=device)
-    history = None
+    indices = run.split.items.indices(list(items))
+    model, known = fold_in_user(run.model, run.split.train_valid, indices, seed=seed)
+    new_user = np.array([model.n_users - 1])
+    return _recommend_indices(run, model, known, new_user, k, explain, True, seed)[0]
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a positive integer, not {k!r}")
+
+
+def model_device(model: Recommender) -> torch.device:
+    return next(iter(model.state_dict().values())).device
+
+
+def _recommend_indices(
+    run: Run,
+    model: Recommender,
+    known: sp.csr_matrix,
+    users: np.ndarray,
+    k: int,
+    explain: bool,
+    filter_seen: bool,
+    seed: int | None,
+) -> list[list[Recommendation]]:
+    """Ranked lists for the internal ``users`` of ``model``; ``known`` (n_users, n_items) holds
+    each user's items: the history pools, and the mask when ``filter_seen``."""
+    from hlrm.evaluation.ranking import PAD, top_k_scored
+    from hlrm.training.history import HistorySampler
+
+    _check_k(k)
+    seed = run.config.seed if seed is None else seed
+    device = model_device(model)
+    sampler = None
     if model.uses_history:
-        sampler = HistorySampler(known, model.history_size, model.history_sampling, device)
-        history = sampler.sample(users, generator=torch.Generator(device).manual_seed(seed))
-    model.eval()
-    with torch.no_grad():
-        scores = model.score(users, history)[0].clone()
-        seen = torch.from_numpy(known[index].indices.astype("int64")).to(device)
-        scores[seen] = -torch.inf
-        k = min(k, int(torch.isfinite(scores).sum()))
-        top = torch.topk(scores, k)
-    explanations = None
-    if explain and hasattr(model, "explain"):
-        explanations = model.explain(index, top.indices, history)
-    ranked = zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        sampler = HistorySampler(
+            known, model.history_size, model.history_sampling, device, keyed_seed=seed
+        )
+    exclude = known if filter_seen else sp.csr_matrix(known.shape, dtype=np.float32)
+    items, scores = top_k_scored(
+        model,
+        users,
+        exclude,
+        k,
+        history_sampler=sampler,
+        device=device,
+        memory_mib=run.config.eval.memory_mib,
+    )
+    explainer = getattr(model, "explain", None) if explain else None
+    lists = []
+    for user, row, values in zip(users.tolist(), items, scores, strict=True):
+        keep = row != PAD
+        row, values = row[keep], values[keep]
+        explanations = None
+        if explainer is not None and len(row):
+            user_t = torch.tensor([user], device=device)
+            history = None if sampler is None else sampler.sample(user_t)
+            with torch.no_grad():
+                explanations = explainer(user, torch.from_numpy(row).to(device), history)
+        lists.append(_ranked_list(run.split, row, values, explanations))
+    return lists
+
+
+def _ranked_list(
+    split: SplitData,
+    items: np.ndarray,
+    scores: np.ndarray,
+    explanations: list[Explanation] | None = None,
+) -> list[Recommendation]:
     return [
         Recommendation(
             rank + 1,
             item,
-            str(run.split.item_ids[item]),
-            _title(run.split, item),
-            float(score),
-            None if explanations is None else _label_explanation(explanations[rank], run.split),
+            str(split.item_ids[item]),
+            _title(split, item),
+            score,
+            None if explanations is None else _label_explanation(explanations[rank], split),
         )
-        for rank, (item, score) in enumerate(ranked)
+        for rank, (item, score) in enumerate(zip(items.tolist(), scores.tolist(), strict=True))
     ]
+
+
+def similar_items(run: Run, items: Sequence[object], k: int = 10) -> list[list[Recommendation]]:
+    """The ``k`` items most similar to each of ``items`` (original ids), in the order given, by
+    the model's own item-item similarity (:meth:`~hlrm.models.base.Recommender.item_similarity`:
+    closeness of item embeddings for the metric models, cosine of the factors for BPR and ALS,
+    the item-item weights for item-kNN and EASE; popularity has none and refuses). A query item
+    is never its own neighbour; ``score`` is the similarity. Queries go in blocks whose (Q,
+    n_items) similarity matrix stays within the model's ``block_elements``."""
+    from hlrm.evaluation.ranking import top_items
+
+    _check_k(k)
+    queries = run.split.items.indices(items)
+    model = run.model
+    device = model_device(model)
+    depth = min(k, model.n_items)
+    block = max(1, model.block_elements // max(1, model.n_items))
+    was_training = model.training
+    model.eval()
+    lists: list[list[Recommendation]] = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(queries), block):
+                chunk = torch.from_numpy(queries[start : start + block]).to(device)
+                similarity = model.item_similarity(chunk).to(torch.float32, copy=True)
+                if torch.isnan(similarity).any():
+                    raise HlrmError(f"{model.name} produced NaN similarities")
+                similarity[torch.arange(len(chunk), device=device), chunk] = -torch.inf
+                values, top = top_items(similarity, depth)
+                for row, scores in zip(top.cpu().numpy(), values.cpu().numpy(), strict=True):
+                    keep = np.isfinite(scores)
+                    lists.append(_ranked_list(run.split, row[keep], scores[keep]))
+    finally:
+        model.train(was_training)
+    return lists
 
 
 def _title(split: SplitData, item: int) -> str | None:

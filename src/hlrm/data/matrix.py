@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
 
-from hlrm.errors import DataError
+from hlrm.errors import DataError, UnknownIdError
 
 
 def binary_csr(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -41,10 +42,16 @@ class IdMap:
         try:
             return self._index[self._key(original_id)]
         except KeyError:
-            raise DataError(f"unknown {self.kind} id {original_id!r}") from None
+            raise UnknownIdError(self.kind, [original_id]) from None
 
-    def indices(self, original_ids: list[object]) -> np.ndarray:
-        return np.array([self.index(v) for v in original_ids], dtype=np.int64)
+    def indices(self, original_ids: Iterable[object]) -> np.ndarray:
+        """Internal indices of ``original_ids``; one :class:`UnknownIdError` names every unknown."""
+        original_ids = list(original_ids)
+        found = [self._index.get(self._key(v), -1) for v in original_ids]
+        if -1 in found:
+            unknown = [v for v, i in zip(original_ids, found, strict=True) if i < 0]
+            raise UnknownIdError(self.kind, unknown)
+        return np.array(found, dtype=np.int64)
 
 
 @dataclass

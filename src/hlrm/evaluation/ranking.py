@@ -71,7 +71,37 @@ def top_k(
     prune: bool = True,
     memory_mib: float | None = None,
 ) -> np.ndarray:
-    """The k best items (int64 array (len(users), k), best first) for each user in ``users``.
+    """The k best items (int64 array (len(users), k), best first) for each user in ``users``;
+    :func:`top_k_scored` with the options described there, without the scores."""
+    return top_k_scored(
+        model,
+        users,
+        exclude,
+        k,
+        history_sampler=history_sampler,
+        block_users=block_users,
+        device=device,
+        generator=generator,
+        prune=prune,
+        memory_mib=memory_mib,
+    )[0]
+
+
+def top_k_scored(
+    model: Recommender,
+    users: np.ndarray,
+    exclude: sp.csr_matrix,
+    k: int,
+    *,
+    history_sampler: HistorySampler | None = None,
+    block_users: int | None = None,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+    prune: bool = True,
+    memory_mib: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best items (int64 array (len(users), k), best first) for each user in ``users``,
+    and their scores (float32, -inf where the list is padded with :data:`PAD`).
 
     ``exclude`` is a (n_users, n_items) CSR matrix whose row ``u`` lists the items never to
     recommend to ``u``. ``model`` must already live on ``device``. History-based models need
@@ -93,6 +123,7 @@ def top_k(
     depth = min(k, n_items)
     pruned_scores = getattr(model, "pruned_scores", None) if prune else None
     out = np.full((len(users), k), PAD, dtype=np.int64)
+    out_scores = np.full((len(users), k), -np.inf, dtype=np.float32)
     was_training, elements = model.training, model.block_elements
     model.eval()
     try:
@@ -118,13 +149,14 @@ def top_k(
                 if torch.isnan(scores).any():
                     raise HlrmError(f"{model.name} produced NaN scores; was training diverging?")
                 _mask_(scores, exclude[chunk])
-                values, items = _top_items(scores, depth)
+                values, items = top_items(scores, depth)
                 items[torch.isneginf(values)] = PAD
                 out[start : start + len(chunk), :depth] = items.cpu().numpy()
+                out_scores[start : start + len(chunk), :depth] = values.cpu().numpy()
     finally:
         model.train(was_training)
         model.block_elements = elements
-    return out
+    return out, out_scores
 
 
 def _excluded(exclude: sp.csr_matrix, device: torch.device | str) -> Tensor:
@@ -144,7 +176,7 @@ def _mask_(scores: Tensor, exclude: sp.csr_matrix) -> None:
     scores[rows_t, cols_t] = float("-inf")
 
 
-def _top_items(scores: Tensor, depth: int) -> tuple[Tensor, Tensor]:
+def top_items(scores: Tensor, depth: int) -> tuple[Tensor, Tensor]:
     """``topk`` with ties broken by lower item index; returns (values, items), both (B, depth).
 
     ``topk`` is exact about which values are selected, so only the order inside the selection and

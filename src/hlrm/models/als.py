@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from hlrm.errors import ConfigError
-from hlrm.models.base import History, register
+from hlrm.models.base import History, cosine_similarities, register
 from hlrm.models.neighbors import FittedRecommender
 
 
@@ -81,3 +81,8 @@ class ALS(FittedRecommender):
     def score(self, users: Tensor, history: History | None = None) -> Tensor:
         self.require_fitted()
         return self.user_factors[users] @ self.item_factors.T
+
+    def item_similarity(self, items: Tensor) -> Tensor:
+        """Cosine of the item factors (the angle, not the popularity-laden norm, as for BPR)."""
+        self.require_fitted()
+        return cosine_similarities(self.item_factors[items], self.item_factors)

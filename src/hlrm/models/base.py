@@ -94,6 +94,15 @@ def project_rows_(weight: Tensor, max_norm: float = 1.0) -> None:
         weight.mul_((max_norm / norms).clamp_(max=1.0).unsqueeze(1))
 
 
+def cosine_similarities(queries: Tensor, table: Tensor) -> Tensor:
+    """Cosine similarity (Q, R) of each row of ``queries`` (Q, d) with each row of ``table``
+    (R, d); a zero row has similarity 0 with everything."""
+    eps = torch.finfo(table.dtype).tiny
+    unit = table / torch.linalg.vector_norm(table, dim=1, keepdim=True).clamp_min(eps)
+    unit_queries = queries / torch.linalg.vector_norm(queries, dim=1, keepdim=True).clamp_min(eps)
+    return unit_queries @ unit.T
+
+
 class Recommender(nn.Module):
     """Base class of all models.
 
@@ -139,6 +148,12 @@ class Recommender(nn.Module):
     def score(self, users: Tensor, history: History | None = None) -> Tensor:
         """Scores (U, n_items) of every item for ``users``; higher is better."""
         raise NotImplementedError
+
+    def item_similarity(self, items: Tensor) -> Tensor:
+        """Similarities (len(items), n_items) of the item indices ``items`` to every item, higher
+        meaning more alike (each query item is included; callers drop it): what "more like this"
+        ranks by. Each model family defines it in its own geometry."""
+        raise ConfigError(f"{self.name} defines no item-item similarity")
 
     def max_block_users(self) -> int | None:
         """The most users :meth:`score` should see in one call so that its own intermediates stay

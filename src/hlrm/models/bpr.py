@@ -21,11 +21,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hlrm.errors import ConfigError
-from hlrm.models.base import History, Objective, Recommender, TrainBatch, normal_init_, register
+from hlrm.models.base import (
+    History,
+    Objective,
+    Recommender,
+    TrainBatch,
+    cosine_similarities,
+    normal_init_,
+    register,
+)
 
 
 @register("bpr-mf", "bprmf")
@@ -85,6 +94,12 @@ class BPR(Recommender):
         own = self.reg_negative * negative.pow(2).sum(-1) + self.reg_bias * negative_bias.pow(2)
         k = batch.negatives.shape[1]
         return objective.reduce(ranking + own + (shared / k).unsqueeze(1))
+
+    @torch.no_grad()
+    def item_similarity(self, items: Tensor) -> Tensor:
+        """Cosine of the item factors: inner-product models leave the factor norms free (they
+        carry popularity), so the angle is what says two items are liked by the same users."""
+        return cosine_similarities(self.item_embeddings[items], self.item_embeddings)
 
     def score(self, users: Tensor, history: History | None = None) -> Tensor:
         return self.item_bias.unsqueeze(0) + self.user_embeddings[users] @ self.item_embeddings.T

@@ -36,6 +36,12 @@ class EmbeddingModel(Recommender):
         self.user_embeddings = nn.Parameter(normal_init_(Tensor(n_users, dim), dim))
         self.item_embeddings = nn.Parameter(normal_init_(Tensor(n_items, dim), dim))
 
+    @torch.no_grad()
+    def item_similarity(self, items: Tensor) -> Tensor:
+        """Minus the squared distance between item embeddings: items close to each other in the
+        space the model places users in (the translation models keep items in that space too)."""
+        return -squared_distances(self.item_embeddings[items], self.item_embeddings)
+
     def after_step(self) -> None:
         if self.max_norm <= 0:
             return

@@ -164,6 +164,27 @@ class TrainRowsRecommender(FittedRecommender):
         rows[row, self.train_indices[position]] = 1.0
         return rows
 
+    def score_rows(self, rows: Tensor) -> Tensor:
+        """Scores (R, n_items) of users given by their binary item rows (R, n_items)."""
+        raise NotImplementedError
+
+    def score(self, users: Tensor, history: History | None = None) -> Tensor:
+        self.require_fitted()
+        return self.score_rows(self.user_rows(users, self.item_weights_dtype()))
+
+    def item_weights_dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def item_similarity(self, items: Tensor) -> Tensor:
+        """The scores of a user who has only the query item: the item-item weights the model
+        itself recommends with (item-kNN: the cosine similarities kept by its neighbourhoods;
+        EASE: row i of B, the weights with which item i predicts every other item)."""
+        self.require_fitted()
+        rows = torch.zeros(len(items), self.n_items, dtype=self.item_weights_dtype())
+        rows = rows.to(items.device)
+        rows[torch.arange(len(items), device=items.device), items] = 1.0
+        return self.score_rows(rows)
+
 
 @register("item-knn", "item_knn", "knn")
 class ItemKNN(TrainRowsRecommender):
@@ -220,9 +241,10 @@ class ItemKNN(TrainRowsRecommender):
         self.set_buffer("neighbour_indices", np.concatenate(indices).astype(np.int64))
         self.set_buffer("neighbour_weights", np.concatenate(weights).astype(np.float32))
 
-    def score(self, users: Tensor, history: History | None = None) -> Tensor:
-        self.require_fitted()
-        rows = self.user_rows(users, self.neighbour_weights.dtype)
+    def item_weights_dtype(self) -> torch.dtype:
+        return self.neighbour_weights.dtype
+
+    def score_rows(self, rows: Tensor) -> Tensor:
         with warnings.catch_warnings():  # torch warns once that CSR support is "beta"
             warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
             by_target = torch.sparse_csr_tensor(
@@ -287,6 +309,8 @@ class EASE(TrainRowsRecommender):
         np.fill_diagonal(weights, 0.0)
         self.set_buffer("weights", weights)
 
-    def score(self, users: Tensor, history: History | None = None) -> Tensor:
-        self.require_fitted()
-        return self.user_rows(users, self.weights.dtype) @ self.weights
+    def item_weights_dtype(self) -> torch.dtype:
+        return self.weights.dtype
+
+    def score_rows(self, rows: Tensor) -> Tensor:
+        return rows @ self.weights
