@@ -1,5 +1,6 @@
 """Two-stage retrieval: HNSW candidates by the CML distance, exact re-ranking."""
 
+import json
 import sys
 
 import numpy as np
@@ -93,3 +94,22 @@ def test_refusals(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ConfigError, match=r"hlrm\[ann\]"):
         AnnIndex.build(model)
+
+
+def test_recommend_command_with_ann(tmp_path, monkeypatch, capsys):
+    from cli_helpers import run_cli
+    from serve_helpers import trained_run_dir
+
+    run_dir = str(trained_run_dir(tmp_path / "cml", "cml", dim=8))
+    code, exact, _ = run_cli(monkeypatch, capsys, "recommend", run_dir, "--user", "5", "--json")
+    assert code == 0
+    every_item = ["--ann", "--ann-candidates", "1000"]  # the synthetic data has 1,000 items
+    for who in (["--user", "5"], ["--items", "1,2,3"]):
+        code, approximate, _ = run_cli(
+            monkeypatch, capsys, "recommend", run_dir, *who, "--json", *every_item
+        )
+        assert code == 0
+        if who[0] == "--user":
+            assert json.loads(approximate) == json.loads(exact)
+        else:
+            assert len(json.loads(approximate)) == 10

@@ -63,6 +63,16 @@ ScoreMemoryOption = Annotated[
     ),
 ]
 QuietOption = Annotated[bool, typer.Option(help="No progress bars.")]
+AnnOption = Annotated[
+    bool,
+    typer.Option(
+        help="Approximate retrieval: HNSW candidates by the CML distance, re-ranked by the exact "
+        r'score (needs pip install "hlrm\[ann]"). Exact ranking is the default.'
+    ),
+]
+AnnCandidatesOption = Annotated[
+    int, typer.Option(help="With --ann: items per user scored exactly (more: closer to exact).")
+]
 
 HLRM_TYPES = {"base": "hlr", "plus": "hlr++"}
 HEADLINE = ["ndcg@10", "recall@10", "precision@10", "hit@10", "map@10", "mrr@10"]
@@ -474,6 +484,8 @@ def recommend_command(
     explain: Annotated[
         bool, typer.Option(help="Show what led to each item (HLR, HLR++, LRML).")
     ] = False,
+    ann: AnnOption = False,
+    ann_candidates: AnnCandidatesOption = 200,
     device: DeviceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -486,8 +498,13 @@ def recommend_command(
         raise ConfigError("give --user ID or --items ID,ID,... (one of the two)")
     device = device or "auto"
     run = Run.open(run_dir, device)
+    index = None
+    if ann:
+        from hlrm.retrieval import AnnIndex
+
+        index = AnnIndex.build(run.model, candidates=ann_candidates)
     given = None if items is None else [part.strip() for part in items.split(",") if part.strip()]
-    recommendations = recommend(run, user=user, items=given, k=k, explain=explain)
+    recommendations = recommend(run, user=user, items=given, k=k, explain=explain, ann=index)
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in recommendations], indent=2))
         return
@@ -525,6 +542,95 @@ def explain_text(explanation: dict[str, list[dict[str, Any]]] | None) -> str:
             entries.append(f"{name} {row['weight']:.2f}")
         lines.append(f"{module}: " + "; ".join(entries))
     return "\n".join(lines)
+
+
+# ---- serve ---------------------------------------------------------------------------------------
+def listening_socket(host: str, port: int) -> Any:
+    """A listening TCP socket on ``host:port`` (port 0: a free one), or a one-line error. Bound
+    here rather than by uvicorn, so a taken port is one line and ``--port 0`` can be reported."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must lie in 0..65535, not {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)  # connections queue from now on, before the server loop runs
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command("serve")
+def serve_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by hlrm train.")],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (loopback unless told otherwise).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8000,
+    ann: AnnOption = False,
+    ann_candidates: AnnCandidatesOption = 200,
+    batching: Annotated[
+        bool, typer.Option(help="Score concurrent GET /recommend requests in one call.")
+    ] = True,
+    max_batch: Annotated[int, typer.Option(help="Most requests in one scoring call.")] = 64,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="Longest a request waits for others to join its batch.")
+    ] = 2.0,
+    device: DeviceOption = None,
+) -> None:
+    r"""Serve a trained run over HTTP: recommendations with explanations, similar items, item
+    search and a web page (needs pip install "hlrm\[serve]")."""
+    try:
+        import uvicorn
+
+        from hlrm.serving.app import Batching, create_app
+    except ImportError:
+        raise ConfigError(
+            'hlrm serve needs FastAPI and uvicorn: pip install "hlrm[serve]"'
+        ) from None
+    from hlrm.runs import Run
+
+    if max_batch < 1 or max_wait_ms < 0:
+        raise ConfigError("--max-batch must be >= 1 and --max-wait-ms >= 0")
+    sock = listening_socket(host, port)
+    try:
+        run = Run.open(run_dir, device or "auto")
+        index = None
+        if ann:
+            from hlrm.retrieval import AnnIndex
+
+            index = AnnIndex.build(run.model, candidates=ann_candidates)
+        web_app = create_app(run, ann=index, batching=Batching(batching, max_batch, max_wait_ms))
+        bound = sock.getsockname()
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        plain_log(
+            f"serving {run.model.name} ({run.split.name}) at http://{shown}:{bound[1]}/ "
+            f"(API: /docs, /openapi.json; Ctrl-C stops)"
+        )
+        if not is_loopback(host):
+            plain_log(f"note: listening on {host}, beyond this machine; the API has no login")
+        server = uvicorn.Server(uvicorn.Config(web_app, log_level="warning", access_log=False))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 # ---- export --------------------------------------------------------------------------------------

@@ -140,14 +140,15 @@ class AnnIndex:
         return self.index.search(queries, depth, params=params)[1]
 
     def candidate_items(self, queries: np.ndarray, known: sp.csr_matrix) -> list[np.ndarray]:
-        """Per query row, up to ``candidates`` nearest items not in its row of ``known``."""
-        depth = self.candidates + int(np.diff(known.indptr).max(initial=0))
-        found = self.search(queries, depth)
+        """Per query row, up to ``candidates`` nearest items not in its row of ``known``. Each
+        row searches ``candidates`` plus its own known items deep, so a user with few known
+        items does not pay for the one with most."""
         out = []
-        for row, neighbours in enumerate(found):
-            neighbours = neighbours[neighbours >= 0]
+        for row, query in enumerate(queries):
             own = known.indices[known.indptr[row] : known.indptr[row + 1]]
-            keep = neighbours[~np.isin(neighbours, own)]
+            neighbours = self.search(query[None], self.candidates + len(own))[0]
+            neighbours = neighbours[neighbours >= 0]
+            keep = neighbours[~np.isin(neighbours, own)] if len(own) else neighbours
             out.append(keep[: self.candidates])
         return out
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from hlrm.models.base import Recommender, create_model
 from hlrm.models.memory import Explanation
 from hlrm.training.checkpoint import load_checkpoint
 from hlrm.training.trainer import EpochRecord, Trainer, resolve_device
+
+if TYPE_CHECKING:
+    from hlrm.retrieval import AnnIndex
 
 CONFIG = "config.toml"
 #: What a run directory may already hold when training starts afresh: ``hlrm train --tune``
@@ -280,6 +283,7 @@ def recommend_many(
     explain: bool = False,
     filter_seen: bool = True,
     seed: int | None = None,
+    ann: AnnIndex | None = None,
 ) -> list[list[Recommendation]]:
     """Top-``k`` items for each known user (original ids), in the order given, scored in blocks
     of users on the model's device (:func:`~hlrm.evaluation.ranking.top_k_scored`).
@@ -289,11 +293,12 @@ def recommend_many(
     every item. History-based models draw each user's pool from the same items, keyed by
     ``seed`` (the run's seed by default) and the user alone, so a user's list is the same whether
     ranked alone or with others. An unknown id is an :class:`~hlrm.errors.UnknownIdError` naming
-    every unknown id of the request.
+    every unknown id of the request. ``ann``: rank only the candidates of an approximate index,
+    re-scored exactly (:mod:`hlrm.retrieval`); None ranks every item.
     """
     indices = run.split.users.indices(users)
     return _recommend_indices(
-        run, run.model, run.split.everything, indices, k, explain, filter_seen, seed
+        run, run.model, run.split.everything, indices, k, explain, filter_seen, seed, ann
     )
 
 
@@ -305,6 +310,7 @@ def recommend(
     k: int = 10,
     explain: bool = False,
     seed: int | None = None,
+    ann: AnnIndex | None = None,
 ) -> list[Recommendation]:
     """Top-``k`` unseen items for a known ``user`` (original id, :func:`recommend_many`) or a
     new user given by ``items``, who is folded in (:mod:`hlrm.training.foldin`) and never gets
@@ -314,13 +320,13 @@ def recommend(
     if (user is None) == (items is None):
         raise ConfigError("give either a known user id or a list of item ids, not both")
     if items is None:
-        return recommend_many(run, [user], k, explain=explain, seed=seed)[0]
+        return recommend_many(run, [user], k, explain=explain, seed=seed, ann=ann)[0]
     _check_k(k)
     seed = run.config.seed if seed is None else seed
     indices = run.split.items.indices(list(items))
     model, known = fold_in_user(run.model, run.split.train_valid, indices, seed=seed)
     new_user = np.array([model.n_users - 1])
-    return _recommend_indices(run, model, known, new_user, k, explain, True, seed)[0]
+    return _recommend_indices(run, model, known, new_user, k, explain, True, seed, ann)[0]
 
 
 def _check_k(k: int) -> None:
@@ -341,6 +347,7 @@ def _recommend_indices(
     explain: bool,
     filter_seen: bool,
     seed: int | None,
+    ann: AnnIndex | None = None,
 ) -> list[list[Recommendation]]:
     """Ranked lists for the internal ``users`` of ``model``; ``known`` (n_users, n_items) holds
     each user's items: the history pools, and the mask when ``filter_seen``."""
@@ -356,15 +363,20 @@ def _recommend_indices(
             known, model.history_size, model.history_sampling, device, keyed_seed=seed
         )
     exclude = known if filter_seen else sp.csr_matrix(known.shape, dtype=np.float32)
-    items, scores = top_k_scored(
-        model,
-        users,
-        exclude,
-        k,
-        history_sampler=sampler,
-        device=device,
-        memory_mib=run.config.eval.memory_mib,
-    )
+    if ann is None:
+        items, scores = top_k_scored(
+            model,
+            users,
+            exclude,
+            k,
+            history_sampler=sampler,
+            device=device,
+            memory_mib=run.config.eval.memory_mib,
+        )
+    else:
+        items, scores = ann.top_k_scored(
+            model, users, exclude, k, history_sampler=sampler, device=device
+        )
     explainer = getattr(model, "explain", None) if explain else None
     lists = []
     for user, row, values in zip(users.tolist(), items, scores, strict=True):
