@@ -485,7 +485,7 @@ def recommend_command(
         bool, typer.Option(help="Show what led to each item (HLR, HLR++, LRML).")
     ] = False,
     ann: AnnOption = False,
-    ann_candidates: AnnCandidatesOption = 200,
+    ann_candidates: AnnCandidatesOption = 100,
     device: DeviceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -586,7 +586,7 @@ def serve_command(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8000,
     ann: AnnOption = False,
-    ann_candidates: AnnCandidatesOption = 200,
+    ann_candidates: AnnCandidatesOption = 100,
     batching: Annotated[
         bool, typer.Option(help="Score concurrent GET /recommend requests in one call.")
     ] = True,

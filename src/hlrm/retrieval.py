@@ -5,9 +5,11 @@ item t, where the translation r is zero for CML and a convex combination of memo
 relation models: bounded, and small next to the user-item offset in trained models. The first
 stage finds the items nearest to the user by the CML part ``||u - t||²`` in an HNSW graph (faiss)
 over the item embeddings; the second scores only those candidates with the model's exact score
-(``model.score(..., items=...)``) and ranks them. The list equals the exact full ranking whenever
-the exact top k lie among the candidates; ``benchmarks/ann.py`` measures how often (recall@10
-against exact lists) and how much faster it is. Exact ranking stays the default everywhere;
+(``model.score_candidates``, the spec's formula per (user, candidate) pair, batched over
+users) and ranks them. The list equals the exact full ranking whenever the exact top k lie
+among the candidates (scores agree with the full scorer to float rounding);
+``benchmarks/ann.py`` measures how often (recall@10 against exact lists) and how much faster
+it is. Exact ranking stays the default everywhere;
 ``--ann`` asks for this one.
 
 The user's known items are removed from the candidates before re-ranking, so the graph is
@@ -23,7 +25,7 @@ Needs ``faiss-cpu`` (``pip install "hlrm[ann]"``).
 
 from __future__ import annotations
 
-import inspect
+import math
 import time
 
 import numpy as np
@@ -32,22 +34,24 @@ import torch
 from torch import Tensor
 
 from hlrm.errors import ConfigError
-from hlrm.models.base import Recommender, pool_rows
+from hlrm.models.base import Recommender
 from hlrm.training.history import HistorySampler
 
 #: Items re-ranked exactly per user (chosen from benchmarks/ann.py, docs/serving.md).
-DEFAULT_CANDIDATES = 200
+DEFAULT_CANDIDATES = 100
 #: HNSW graph degree and build-time search width (faiss's M and efConstruction).
 GRAPH_DEGREE = 32
 BUILD_WIDTH = 200
 
 
 def supports_ann(model: Recommender) -> bool:
-    """Whether ``model`` has item embeddings in a metric space and scores a subset of items."""
-    has_table = isinstance(getattr(model, "item_embeddings", None), Tensor) and isinstance(
-        getattr(model, "user_embeddings", None), Tensor
+    """Whether ``model`` ranks by distance to item embeddings in a metric space and scores a
+    user's own candidates without scoring every item (CML, LRML, HLR, HLR++)."""
+    tables = all(
+        isinstance(getattr(model, name, None), Tensor)
+        for name in ("user_embeddings", "item_embeddings")
     )
-    return has_table and "items" in inspect.signature(model.score).parameters
+    return tables and type(model).score_candidates is not Recommender.score_candidates
 
 
 def require_faiss():
@@ -167,31 +171,40 @@ class AnnIndex:
         candidates, and their exact scores (float32); -1 and -inf pad short lists, ties go to
         the lower item index. ``exclude`` (n_users, n_items) rows list what is never
         recommended; history-based models draw their pools from ``history_sampler`` (with
-        ``generator``). Mirrors
-        :func:`hlrm.evaluation.ranking.top_k_scored`, whose lists these equal when every exact
-        top-k item is a candidate. ``model`` may be a fold-in copy of the indexed one."""
+        ``generator``). Mirrors :func:`hlrm.evaluation.ranking.top_k_scored`, whose lists these
+        equal when every exact top-k item is a candidate (up to float rounding of near-ties).
+        ``model`` may be a fold-in copy of the indexed one."""
         if model.n_items != self.n_items:
             raise ConfigError(f"the index holds {self.n_items} items, the model {model.n_items}")
         if model.uses_history and history_sampler is None:
             raise ValueError(f"{model.name} reads user histories: pass a history_sampler")
         users = np.asarray(users, dtype=np.int64)
-        items_out = np.full((len(users), k), -1, dtype=np.int64)
-        scores_out = np.full((len(users), k), -np.inf, dtype=np.float32)
         users_t = torch.from_numpy(users).to(device)
         with torch.inference_mode():
             queries = model.user_embeddings[users_t].to("cpu", torch.float32).numpy()
+            found = self.candidate_items(queries, exclude[users])
+            # one (U, C) matrix, each row sorted by item index; short rows repeat an item and
+            # are masked, so ties resolve to the lower index after a stable sort by score
+            width = max(1, max((len(row) for row in found), default=0))
+            matrix = np.zeros((len(users), width), dtype=np.int64)
+            valid = np.zeros((len(users), width), dtype=bool)
+            for row, candidates in enumerate(found):
+                candidates = np.sort(candidates)
+                matrix[row, : len(candidates)] = candidates
+                matrix[row, len(candidates) :] = candidates[0] if len(candidates) else 0
+                valid[row, : len(candidates)] = True
+            items = torch.from_numpy(matrix).to(device)
             history = None
             if history_sampler is not None:
                 history = history_sampler.sample(users_t, generator=generator)
-            for row, candidates in enumerate(self.candidate_items(queries, exclude[users])):
-                if not len(candidates):
-                    continue
-                candidates_t = torch.from_numpy(np.sort(candidates)).to(device)
-                pools = pool_rows(history, slice(row, row + 1))
-                scores = model.score(users_t[row : row + 1], pools, items=candidates_t)[0]
-                scores = scores.to(torch.float32)
-                # a stable sort of index-ordered candidates: ties keep the lower index first
-                order = torch.sort(scores, descending=True, stable=True).indices[:k]
-                items_out[row, : len(order)] = candidates_t[order].cpu().numpy()
-                scores_out[row, : len(order)] = scores[order].cpu().numpy()
+            scores = model.score_candidates(users_t, history, items).to(torch.float32)
+            scores[~torch.from_numpy(valid).to(device)] = -math.inf
+            depth = min(k, width)
+            order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :depth]
+            values, chosen = scores.gather(1, order), items.gather(1, order)
+            chosen[torch.isneginf(values)] = -1
+        items_out = np.full((len(users), k), -1, dtype=np.int64)
+        scores_out = np.full((len(users), k), -np.inf, dtype=np.float32)
+        items_out[:, :depth] = chosen.cpu().numpy()
+        scores_out[:, :depth] = values.cpu().numpy()
         return items_out, scores_out

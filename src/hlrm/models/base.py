@@ -155,6 +155,12 @@ class Recommender(nn.Module):
         ranks by. Each model family defines it in its own geometry."""
         raise ConfigError(f"{self.name} defines no item-item similarity")
 
+    def score_candidates(self, users: Tensor, history: History | None, items: Tensor) -> Tensor:
+        """Scores (U, C) of each user's own candidates ``items`` (U, C): the exact re-ranking
+        stage of :mod:`hlrm.retrieval`. This default scores every item and gathers; models
+        whose score is a function of the (user, item) pair compute only the candidates."""
+        return self.score(users, history).gather(1, items)
+
     def max_block_users(self) -> int | None:
         """The most users :meth:`score` should see in one call so that its own intermediates stay
         within :attr:`block_elements`, or None when only its (U, I) result matters."""

@@ -91,6 +91,13 @@ class CML(EmbeddingModel):
             negative = (user.unsqueeze(1) - self.item_embeddings[batch.negatives]).pow(2).sum(-1)
         return self._biased(positive, batch.positives), self._biased(negative, batch.negatives)
 
+    @torch.no_grad()
+    def score_candidates(self, users: Tensor, history: History | None, items: Tensor) -> Tensor:
+        """Minus the (biased) squared distances (U, C) of each user to its own candidates."""
+        user = self.user_embeddings[users].unsqueeze(1)
+        distances = (user - self.item_embeddings[items]).pow(2).sum(-1)
+        return -self._biased(distances, items)
+
     def score(
         self, users: Tensor, history: History | None = None, items: Tensor | None = None
     ) -> Tensor:
