@@ -6,15 +6,21 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from hlrm.config import RunConfig, parse_value
 from hlrm.errors import ConfigError, HlrmError
+
+if TYPE_CHECKING:
+    from hlrm.config import RunConfig
+
+# Nothing that imports torch, pandas or SciPy is imported at module level: ``hlrm --help`` and
+# a mistyped option answer in a fraction of a second, and each command imports what it needs.
+# ``hlrm`` itself (``hlrm/__init__``) sets the thread and OpenMP defaults before torch loads.
 
 app = typer.Typer(
     add_completion=False,
@@ -140,6 +146,7 @@ def quickstart(
     ] = None,
 ) -> None:
     """Train CML on a built-in synthetic data set and compare it with popularity (no download)."""
+    from hlrm.config import RunConfig
     from hlrm.data.pipeline import DataConfig, describe
     from hlrm.runs import train
 
@@ -213,6 +220,8 @@ def datasets_show(
 # ---- train ---------------------------------------------------------------------------------------
 def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
     """Put every option the user gave (not None) into its config section."""
+    from hlrm.config import parse_value
+
     sections = {
         "data": (
             "dataset", "path", "format", "user_col", "item_col", "rating_col",
@@ -370,6 +379,7 @@ def train_command(
     quiet: QuietOption = False,
 ) -> None:
     """Train a model and evaluate it on the test split; options override --config."""
+    from hlrm.config import RunConfig
     from hlrm.runs import train
 
     if hlrm_type is not None:
@@ -420,6 +430,7 @@ def tuned_config(config: RunConfig, run_dir: Path | None, trials: int, quiet: bo
     directory."""
     import tempfile
 
+    from hlrm.config import RunConfig
     from hlrm.tuning import search_space, tune
 
     if trials < 0:
@@ -768,6 +779,7 @@ def tune_command(
     """Search lr, margin, P, sampling and N with Optuna on the validation split; writes the best
     configuration as a TOML file for hlrm train --config."""
     from hlrm.compare import CompareConfig, read_toml
+    from hlrm.config import RunConfig
     from hlrm.models.base import canonical_name
     from hlrm.tuning import tune
 
