@@ -127,7 +127,7 @@ def test_filter_that_leaves_nothing(monkeypatch, capsys, tmp_path):
     ("args", "fragment"),
     [
         (["train", "--dataset", "no-such-set"], "no-such-set"),
-        (["train", "--dataset", "synthetic", "--model", "nope"], "unknown model"),
+        (["train", "--dataset", "synthetic", "--model", "nope"], "'nope' is not one of cml"),
         (["train", "--dataset", "synthetic", "--param", "wings=2"], "wings"),
         (["evaluate", "/nonexistent/run"], "not an hlrm run directory"),
         (["train", "--config", "/nonexistent/c.toml"], "config file not found"),

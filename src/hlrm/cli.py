@@ -26,6 +26,8 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Collaborative metric learning recommenders with latent relations.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
 )
 
 
@@ -51,22 +53,152 @@ datasets_app = typer.Typer(help="List the known datasets, or show one after prep
 app.add_typer(datasets_app, name="datasets")
 console = Console()
 
+
+# ---- option conventions --------------------------------------------------------------------------
+# Every option's help shows the value used when it is not given. Most options default to None
+# ("not given": the configuration file, the dataset or the model's training recipe decides), so
+# the value shown is written here: the modules that hold the real defaults import torch, which
+# ``--help`` must not load. tests/test_cli_conventions.py checks each entry against them.
+DEFAULTS = {
+    "model": "cml",
+    "format": "from the file name",
+    "user_col": "user",
+    "item_col": "item",
+    "rating_col": "none",
+    "timestamp_col": "none",
+    "sep": "',' for csv, tab for tsv",
+    "min_rating": "the dataset's; none for --data",
+    "core": "the dataset's; 1 for --data",
+    "split": "the dataset's; random for --data",
+    "epochs": "100",
+    "batch_size": "1000",
+    "lr": "0.001",
+    "lr_gamma": "1.0 (no decay)",
+    "clip_grad": "0 (off)",
+    "margin": "0.5",
+    "reduction": "mean",
+    "loss": "softmax; hinge for transcf",
+    "temperature": "0.35",
+    "negatives": "500; 20 for adacml, hlr, hlr++, lrml; 1 for bpr, transcf",
+    "shared_negatives": "shared; per positive for adacml, bpr, hlr, hlr++, lrml, transcf",
+    "negative_sampling": "uniform",
+    "negative_selection": "all",
+    "rank_weight": "off",
+    "shuffle": "epoch",
+    "rotating_skip": "off",
+    "select_by": "ndcg@10",
+    "patience": "10",
+    "freeze_embeddings": "off",
+    "deterministic": "on",
+    "dim": "100",
+    "n_slots": "20",
+    "history_size": "50",
+    "history_sampling": "random",
+    "ks": "5,10,20",
+    "cohorts": "0 (no cohorts)",
+    "cohort_size": "10000",
+    "max_users": "0 (every test user)",
+    "memory_mib": "8",
+    "device": "auto",
+    "seed": "2021",
+}
+#: Values of the string options with a fixed set (checked against the library in the tests).
+MODEL_NAMES = (
+    "cml", "lrml", "hlr", "hlr++", "transcf", "adacml", "bpr", "als", "itemknn", "ease",
+    "popularity",
+)  # fmt: skip
+DATA_FORMATS = ("csv", "tsv", "parquet", "movielens", "lightgcn", "citeulike", "hetrec", "diffnet")
+SPLITS = ("random", "user_ratio", "leave_one_out", "temporal", "temporal_user", "given")
+REDUCTIONS = ("mean", "sum")
+LOSSES = ("hinge", "softmax")
+NEGATIVE_SAMPLINGS = ("uniform", "popularity")
+NEGATIVE_SELECTIONS = ("all", "closest")
+SHUFFLES = ("epoch", "once")
+HISTORY_SAMPLINGS = ("random", "unpop")
+HLRM_TYPES = {"base": "hlr", "plus": "hlr++"}
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+
+
+def model_alias(value: str) -> bool:
+    """Whether ``value`` is another name of a model (``pop``, ``hlrpp``); asked only for a
+    name outside :data:`MODEL_NAMES`, so only then are the models (and torch) imported."""
+    from hlrm.models.base import ALIASES
+
+    return value.lower() in ALIASES or value.lower() in MODEL_NAMES
+
+
+def is_device(value: str) -> bool:
+    return value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+
+
+def checked(choices: tuple[str, ...], also: Any = None) -> Any:
+    """A typer callback refusing a value outside ``choices`` (or accepted by ``also``) with
+    typer's usage error, before any work starts."""
+
+    def check(value: str | None) -> str | None:
+        if value is None or value in choices or (also is not None and also(value)):
+            return value
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+
+    return check
+
+
+def with_default(help: str, default: str | None) -> str:
+    """``help`` followed by the value used when the option is not given (rich markup is on in
+    typer's help, so the bracket is escaped)."""
+    return help if default is None else f"{help} \\[default: {default}]"
+
+
+def choice(
+    choices: tuple[str, ...], help: str, *names: str, default: str | None = None, **kwargs: Any
+) -> Any:
+    """A string option with a fixed set of values, listed in its help and checked on input."""
+    return typer.Option(
+        *names,
+        help=with_default(f"{help} One of: {', '.join(choices)}.", default),
+        callback=checked(choices, kwargs.pop("also", None)),
+        show_default=False,
+        **kwargs,
+    )
+
+
+def option(help: str, *names: str, default: str | None = None, **kwargs: Any) -> Any:
+    """An option whose unset value (None) means "the default written in :data:`DEFAULTS`"."""
+    return typer.Option(*names, help=with_default(help, default), show_default=False, **kwargs)
+
+
 # Options shared by several commands.
 DatasetOption = Annotated[str | None, typer.Option(help="A named dataset (hlrm datasets).")]
-KsOption = Annotated[str | None, typer.Option("--k", "--topk", help="Cut-offs, e.g. 5,10,20.")]
+DataOption = Annotated[
+    Path | None, typer.Option(help="Your own interaction file (or directory of split files).")
+]
+KsOption = Annotated[
+    str | None, option("Cut-offs, e.g. 5,10,20.", "--k", "--topk", default=DEFAULTS["ks"])
+]
 CohortsOption = Annotated[
-    int | None, typer.Option(help="Paper protocol: n cohorts of test users (0: all).")
+    int | None,
+    option("Paper protocol: n cohorts of test users (0: all).", default=DEFAULTS["cohorts"]),
 ]
-CohortSizeOption = Annotated[int | None, typer.Option(help="Users per cohort.")]
+CohortSizeOption = Annotated[
+    int | None, option("Users per cohort.", default=DEFAULTS["cohort_size"])
+]
 EvalSizeOption = Annotated[
-    int | None, typer.Option(help="Evaluate a fixed-seed sample of n test users.")
+    int | None,
+    option("Evaluate a fixed-seed sample of n test users.", default=DEFAULTS["max_users"]),
 ]
-DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: auto).")]
+DeviceOption = Annotated[
+    str | None,
+    choice(DEVICES, "Where to compute.", default=DEFAULTS["device"], also=is_device),
+]
 ScoreMemoryOption = Annotated[
     float | None,
-    typer.Option(
-        help="MiB of the largest tensor scoring may build (default 8): speed, not results."
+    option(
+        "MiB of the largest tensor scoring may build: speed, not results.",
+        default=DEFAULTS["memory_mib"],
     ),
+]
+SeedOption = Annotated[
+    int | None, option("Seed for split, sampling and init.", default=DEFAULTS["seed"])
 ]
 QuietOption = Annotated[bool, typer.Option(help="No progress bars.")]
 AnnOption = Annotated[
@@ -79,8 +211,9 @@ AnnOption = Annotated[
 AnnCandidatesOption = Annotated[
     int, typer.Option(help="With --ann: items per user scored exactly (more: closer to exact).")
 ]
+# A run's own settings are the defaults when it is evaluated again.
+RUN_DEFAULT = "the run's"
 
-HLRM_TYPES = {"base": "hlr", "plus": "hlr++"}
 HEADLINE = ["ndcg@10", "recall@10", "precision@10", "hit@10", "map@10", "mrr@10"]
 
 
@@ -139,7 +272,7 @@ def metric_grid(metrics: dict[str, Any], ks: list[int], title: str) -> Table:
 # ---- quickstart ----------------------------------------------------------------------------------
 @app.command()
 def quickstart(
-    epochs: Annotated[int, typer.Option(help="Training epochs for CML.")] = 15,
+    epochs: Annotated[int, typer.Option(help="Training epochs of CML.")] = 15,
     device: DeviceOption = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Also keep the CML run directory here.")
@@ -271,89 +404,135 @@ def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
 @app.command("train")
 def train_command(
     model: Annotated[
-        str | None,
-        typer.Option(
-            help="cml, lrml, hlr, hlr++, transcf, adacml, bpr, als, itemknn, ease or popularity."
-        ),
+        str | None, choice(MODEL_NAMES, "The model.", default=DEFAULTS["model"], also=model_alias)
     ] = None,
     dataset: DatasetOption = None,
-    data: Annotated[Path | None, typer.Option(help="Your own interaction file.")] = None,
+    data: DataOption = None,
     fmt: Annotated[
         str | None,
-        typer.Option(
-            "--format",
-            help="csv, tsv, parquet, movielens, lightgcn, citeulike, hetrec or diffnet.",
-        ),
+        choice(DATA_FORMATS, "Format of --data.", "--format", default=DEFAULTS["format"]),
     ] = None,
-    user_col: Annotated[str | None, typer.Option(help="User column (csv/tsv/parquet).")] = None,
-    item_col: Annotated[str | None, typer.Option(help="Item column.")] = None,
-    rating_col: Annotated[str | None, typer.Option(help="Rating or weight column.")] = None,
-    timestamp_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
-    sep: Annotated[str | None, typer.Option(help="Field separator for csv.")] = None,
-    min_rating: Annotated[float | None, typer.Option(help="Keep ratings >= this.")] = None,
-    core: Annotated[int | None, typer.Option(help="n-core for users and items.")] = None,
-    user_core: Annotated[int | None, typer.Option(help="Minimum interactions per user.")] = None,
-    item_core: Annotated[int | None, typer.Option(help="Minimum interactions per item.")] = None,
+    user_col: Annotated[
+        str | None, option("User column (csv/tsv/parquet).", default=DEFAULTS["user_col"])
+    ] = None,
+    item_col: Annotated[str | None, option("Item column.", default=DEFAULTS["item_col"])] = None,
+    rating_col: Annotated[
+        str | None, option("Rating or weight column.", default=DEFAULTS["rating_col"])
+    ] = None,
+    timestamp_col: Annotated[
+        str | None, option("Timestamp column.", default=DEFAULTS["timestamp_col"])
+    ] = None,
+    sep: Annotated[
+        str | None, option("Field separator of csv/tsv.", default=DEFAULTS["sep"])
+    ] = None,
+    min_rating: Annotated[
+        float | None, option("Keep ratings >= this.", default=DEFAULTS["min_rating"])
+    ] = None,
+    core: Annotated[
+        int | None, option("n-core for users and items.", default=DEFAULTS["core"])
+    ] = None,
+    user_core: Annotated[
+        int | None, option("Minimum interactions per user.", default=DEFAULTS["core"])
+    ] = None,
+    item_core: Annotated[
+        int | None, option("Minimum interactions per item.", default=DEFAULTS["core"])
+    ] = None,
     split: Annotated[
-        str | None,
-        typer.Option(help="random, user_ratio, leave_one_out, temporal, temporal_user, given."),
+        str | None, choice(SPLITS, "How to split the data.", default=DEFAULTS["split"])
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Pairs per batch.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
-    lr_gamma: Annotated[float | None, typer.Option(help="Per-epoch lr decay factor.")] = None,
-    clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0: off).")] = None,
-    margin: Annotated[float | None, typer.Option(help="Hinge margin.")] = None,
-    reduction: Annotated[str | None, typer.Option(help="Loss reduction: mean or sum.")] = None,
+    epochs: Annotated[int | None, option("Training epochs.", default=DEFAULTS["epochs"])] = None,
+    batch_size: Annotated[
+        int | None, option("Pairs per batch.", default=DEFAULTS["batch_size"])
+    ] = None,
+    lr: Annotated[float | None, option("Adam learning rate.", default=DEFAULTS["lr"])] = None,
+    lr_gamma: Annotated[
+        float | None, option("Per-epoch lr decay factor.", default=DEFAULTS["lr_gamma"])
+    ] = None,
+    clip: Annotated[
+        float | None, option("Gradient-norm clipping.", default=DEFAULTS["clip_grad"])
+    ] = None,
+    margin: Annotated[float | None, option("Hinge margin.", default=DEFAULTS["margin"])] = None,
+    reduction: Annotated[
+        str | None, choice(REDUCTIONS, "Loss reduction.", default=DEFAULTS["reduction"])
+    ] = None,
     loss: Annotated[
-        str | None, typer.Option(help="hinge (official) or softmax (sampled softmax).")
+        str | None,
+        choice(LOSSES, "hinge (official) or softmax (sampled softmax).", default=DEFAULTS["loss"]),
     ] = None,
     temperature: Annotated[
-        float | None, typer.Option(help="Softmax temperature on the distances.")
+        float | None,
+        option("Softmax temperature on the distances.", default=DEFAULTS["temperature"]),
     ] = None,
-    negatives: Annotated[int | None, typer.Option(help="Negatives per positive.")] = None,
+    negatives: Annotated[
+        int | None, option("Negatives per positive.", default=DEFAULTS["negatives"])
+    ] = None,
     shared_negatives: Annotated[
-        bool | None, typer.Option(help="One set of negatives per batch (one GEMM).")
+        bool | None,
+        option("One set of negatives per batch (one GEMM).", default=DEFAULTS["shared_negatives"]),
     ] = None,
     negative_sampling: Annotated[
-        str | None, typer.Option(help="uniform, or popularity (importance-weighted).")
+        str | None,
+        choice(
+            NEGATIVE_SAMPLINGS,
+            "How negatives are drawn (popularity: importance-weighted).",
+            default=DEFAULTS["negative_sampling"],
+        ),
     ] = None,
     negative_selection: Annotated[
-        str | None, typer.Option(help="all, or closest (original CML).")
+        str | None,
+        choice(
+            NEGATIVE_SELECTIONS,
+            "Which negatives count (closest: original CML).",
+            default=DEFAULTS["negative_selection"],
+        ),
     ] = None,
     rank_weight: Annotated[
-        bool | None, typer.Option(help="Original CML's WARP rank weight.")
+        bool | None, option("Original CML's WARP rank weight.", default=DEFAULTS["rank_weight"])
     ] = None,
-    shuffle: Annotated[str | None, typer.Option(help="epoch, or once (official).")] = None,
+    shuffle: Annotated[
+        str | None,
+        choice(SHUFFLES, "Reshuffle every epoch or once (official).", default=DEFAULTS["shuffle"]),
+    ] = None,
     rotating_skip: Annotated[
-        bool | None, typer.Option(help="Parity: skip one rotating batch per epoch.")
+        bool | None,
+        option("Parity: skip one rotating batch per epoch.", default=DEFAULTS["rotating_skip"]),
     ] = None,
     select_by: Annotated[
-        str | None, typer.Option(help="valid_loss or a validation metric such as ndcg@10.")
+        str | None,
+        option("valid_loss or a validation metric such as ndcg@10.", default=DEFAULTS["select_by"]),
     ] = None,
-    patience: Annotated[int | None, typer.Option(help="Early-stopping patience (0: off).")] = None,
-    emb_size: Annotated[int | None, typer.Option(help="Embedding size d.")] = None,
+    patience: Annotated[
+        int | None, option("Early-stopping patience (0: off).", default=DEFAULTS["patience"])
+    ] = None,
+    emb_size: Annotated[int | None, option("Embedding size d.", default=DEFAULTS["dim"])] = None,
     num_relations: Annotated[
-        int | None, typer.Option(help="Memory slots N of LRML / HLR / HLR++.")
+        int | None, option("Memory slots N of LRML / HLR / HLR++.", default=DEFAULTS["n_slots"])
     ] = None,
     num_inter: Annotated[
-        int | None, typer.Option(help="History pool size P of HLR / HLR++ / AdaCML.")
+        int | None,
+        option("History pool size P of HLR / HLR++ / AdaCML.", default=DEFAULTS["history_size"]),
     ] = None,
     history_sampling: Annotated[
-        str | None, typer.Option(help="History sub-sampling: random or unpop.")
+        str | None,
+        choice(HISTORY_SAMPLINGS, "History sub-sampling.", default=DEFAULTS["history_sampling"]),
     ] = None,
     hlrm_type: Annotated[
-        str | None, typer.Option(help="base (= --model hlr) or plus (= --model hlr++).")
+        str | None,
+        choice(tuple(HLRM_TYPES), "base (= --model hlr) or plus (= --model hlr++)."),
     ] = None,
     init_from: Annotated[
         Path | None, typer.Option(help="Warm-start embeddings from this run directory.")
     ] = None,
     freeze_embeddings: Annotated[
-        bool | None, typer.Option(help="Keep warm-started embeddings fixed.")
+        bool | None,
+        option("Keep warm-started embeddings fixed.", default=DEFAULTS["freeze_embeddings"]),
     ] = None,
     deterministic: Annotated[
         bool | None,
-        typer.Option(help="Bit-identical runs for one seed at any thread count (default on)."),
+        option(
+            "Bit-identical runs for one seed at any thread count.",
+            default=DEFAULTS["deterministic"],
+        ),
     ] = None,
     param: Annotated[
         list[str] | None, typer.Option(help="Any model option as key=value (repeatable).")
@@ -364,9 +543,11 @@ def train_command(
     eval_size: EvalSizeOption = None,
     score_memory: ScoreMemoryOption = None,
     device: DeviceOption = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for split, sampling and init.")] = None,
+    seed: SeedOption = None,
     config: Annotated[Path | None, typer.Option(help="TOML configuration file.")] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Where to write the run.")] = None,
+    run_dir: Annotated[
+        Path | None, option("Where to write the run.", default="not written")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --run-dir.")] = False,
     tune_trials: Annotated[
         int,
@@ -383,8 +564,6 @@ def train_command(
     from hlrm.runs import train
 
     if hlrm_type is not None:
-        if hlrm_type not in HLRM_TYPES:
-            raise ConfigError(f"--hlrm-type must be base or plus, not {hlrm_type!r}")
         if model is not None and model != HLRM_TYPES[hlrm_type]:
             raise ConfigError(f"--hlrm-type {hlrm_type} contradicts --model {model}")
         model = HLRM_TYPES[hlrm_type]
@@ -456,11 +635,23 @@ def tuned_config(config: RunConfig, run_dir: Path | None, trials: int, quiet: bo
 @app.command("evaluate")
 def evaluate_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by hlrm train.")],
-    k: KsOption = None,
-    cohorts: CohortsOption = None,
-    cohort_size: CohortSizeOption = None,
-    eval_size: EvalSizeOption = None,
-    score_memory: ScoreMemoryOption = None,
+    k: Annotated[
+        str | None, option("Cut-offs, e.g. 5,10,20.", "--k", "--topk", default=RUN_DEFAULT)
+    ] = None,
+    cohorts: Annotated[
+        int | None, option("Paper protocol: n cohorts of test users.", default=RUN_DEFAULT)
+    ] = None,
+    cohort_size: Annotated[int | None, option("Users per cohort.", default=RUN_DEFAULT)] = None,
+    eval_size: Annotated[
+        int | None,
+        option("Evaluate a fixed-seed sample of n test users (0: all).", default=RUN_DEFAULT),
+    ] = None,
+    score_memory: Annotated[
+        float | None,
+        option(
+            "MiB of the largest tensor scoring may build: speed, not results.", default=RUN_DEFAULT
+        ),
+    ] = None,
     device: DeviceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -685,26 +876,31 @@ def compare_command(
         typer.Option(help="A comparison config (configs/compare/) or a protocol preset."),
     ] = None,
     models: Annotated[
-        str | None, typer.Option(help="Comma-separated models, e.g. cml,lrml,hlr.")
+        str | None,
+        option("Comma-separated models, e.g. cml,lrml,hlr.", default="the config's"),
     ] = None,
     dataset: DatasetOption = None,
+    data: DataOption = None,
     baseline: Annotated[
-        str | None, typer.Option(help="Model the others are tested against (default: first).")
+        str | None, option("Model the others are tested against.", default="the first")
     ] = None,
     seeds: Annotated[
-        str | None, typer.Option(help="One run per seed, e.g. 1,2,3: mean ± std over seeds.")
+        str | None,
+        option("One run per seed, e.g. 1,2,3: mean ± std over seeds.", default="the seed"),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Report directory (default: reports/<config name>).")
+        Path | None, option("Report directory.", default="reports/<config name>")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs of every model.")] = None,
+    epochs: Annotated[
+        int | None, option("Training epochs of every model.", default=DEFAULTS["epochs"])
+    ] = None,
     k: KsOption = None,
     cohorts: CohortsOption = None,
     cohort_size: CohortSizeOption = None,
     eval_size: EvalSizeOption = None,
     score_memory: ScoreMemoryOption = None,
     alpha: Annotated[
-        float | None, typer.Option(help="Significance level after Holm correction.")
+        float | None, option("Significance level after Holm correction.", default="0.05")
     ] = None,
     device: DeviceOption = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots (needs matplotlib).")] = True,
@@ -716,8 +912,9 @@ def compare_command(
 
     setup = CompareConfig.from_toml(config) if config else CompareConfig()
     setup.base = apply_overrides(
-        setup.base, dataset=dataset, epochs=epochs, ks=k, cohorts=cohorts,
-        cohort_size=cohort_size, max_users=eval_size, memory_mib=score_memory, device=device,
+        setup.base, dataset=dataset, path=None if data is None else str(data), epochs=epochs,
+        ks=k, cohorts=cohorts, cohort_size=cohort_size, max_users=eval_size,
+        memory_mib=score_memory, device=device,
     )  # fmt: skip
     if models is not None:
         setup.models = [part.strip() for part in models.split(",") if part.strip()]
@@ -754,8 +951,15 @@ def compare_command(
 
 @app.command("tune")
 def tune_command(
-    model: Annotated[str | None, typer.Option(help="Model to tune (cml, lrml, hlr, ...).")] = None,
+    model: Annotated[
+        str | None,
+        option(
+            f"Model to tune ({', '.join(MODEL_NAMES)}), or a label of the comparison --config.",
+            default=DEFAULTS["model"],
+        ),
+    ] = None,
     dataset: DatasetOption = None,
+    data: DataOption = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -767,12 +971,13 @@ def tune_command(
         int, typer.Option(help="Complete trials the study should hold (it resumes).")
     ] = 50,
     metric: Annotated[str, typer.Option(help="Validation metric to maximise.")] = "ndcg@10",
-    epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = None,
+    epochs: Annotated[
+        int | None, option("Training epochs per trial.", default=DEFAULTS["epochs"])
+    ] = None,
     device: DeviceOption = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for split, sampling and init.")] = None,
+    seed: SeedOption = None,
     run_dir: Annotated[
-        Path | None,
-        typer.Option(help="Study directory (default: runs/tune-<model>-<dataset>)."),
+        Path | None, option("Study directory.", default="runs/tune-<model>-<dataset>")
     ] = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -791,10 +996,11 @@ def tune_command(
     else:
         base = RunConfig.from_toml(config) if config else RunConfig()
     base = apply_overrides(
-        base, model=model, dataset=dataset, epochs=epochs, device=device, seed=seed
-    )
+        base, model=model, dataset=dataset, path=None if data is None else str(data),
+        epochs=epochs, device=device, seed=seed,
+    )  # fmt: skip
     if not base.data.dataset and not base.data.path:
-        raise ConfigError("say what to tune on: --dataset NAME (or --config)")
+        raise ConfigError("say what to tune on: --dataset NAME or --data FILE (or --config)")
     if run_dir is None:
         data_name = base.data.dataset or Path(str(base.data.path)).stem
         run_dir = Path("runs") / f"tune-{canonical_name(base.model.name)}-{data_name}"
@@ -822,6 +1028,20 @@ def usage_error_types() -> tuple[type[Exception], ...]:
     return tuple(types)
 
 
+def usage_line(exc: Exception) -> str:
+    """A usage error as one line: typer's message and where the help is (typer's own form is a
+    boxed, multi-line panel)."""
+    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    context = getattr(exc, "ctx", None)
+    if context is not None:
+        names = []
+        while context.parent is not None:  # the root's name depends on how hlrm was started
+            names.append(context.info_name)
+            context = context.parent
+        message += f" (see {' '.join(['hlrm', *reversed(names)])} --help)"
+    return message
+
+
 def main() -> None:
     """The console script: one line and a non-zero exit for anything a user can get wrong."""
     usage_errors = usage_error_types()
@@ -839,7 +1059,7 @@ def main() -> None:
         typer.echo("error: out of memory; use a smaller model, batch or --score-memory", err=True)
         sys.exit(1)
     except usage_errors as exc:
-        exc.show()
+        typer.echo(f"error: {usage_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     # Without standalone mode typer returns, rather than raises, the exit code of a
     # ``typer.Exit`` and of Ctrl-C (130); a command's own return value is never an int.
