@@ -40,7 +40,7 @@ def shows_a_default(param) -> bool:
     if "[default:" in (param.help or ""):
         return True
     if param.is_flag and not param.secondary_opts:
-        return False  # a lone switch (--json): off unless given
+        return True  # a lone switch (--json, --quiet): off unless given
     return bool(param.show_default) and param.default is not None
 
 

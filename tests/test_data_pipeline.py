@@ -64,12 +64,9 @@ def test_resolved_dataset_defaults_survive_toml() -> None:
 
 def test_resolved_own_file_defaults(tmp_path: Path) -> None:
     config = DataConfig(path=str(tmp_path / "mine.csv")).resolved()
-    assert (config.format, config.sep, config.user_col, config.item_col) == (
-        "csv",
-        ",",
-        "user",
-        "item",
-    )
+    # Columns not given are found by their common names when the file is read.
+    assert (config.format, config.sep, config.user_col, config.item_col) == ("csv", ",", None, None)
+    assert config.path == str(tmp_path / "mine.csv")
     assert (config.min_rating, config.user_core, config.item_core) == (-math.inf, 1, 1)
     assert config.split == "random" and config.rating_col is None
     assert toml_round_trip(config) == config

@@ -118,7 +118,7 @@ def test_parquet(tmp_path: Path) -> None:
     df = read_interactions(path, "parquet", user_col="u", item_col="i", rating_col="r")
     assert df.to_dict("list") == {"user": [1, 2], "item": ["a", "b"], "rating": [1.0, 5.0]}
     assert df["user"].dtype == np.int64
-    with pytest.raises(DataError, match=r"no column 'user'.*'u', 'i', 'r'"):
+    with pytest.raises(DataError, match=r"no user column found.*'u', 'i', 'r'"):
         read_interactions(path, "parquet")
 
 
@@ -172,11 +172,13 @@ def test_csv_bad_rating_names_line(tmp_path: Path) -> None:
 
 
 def test_csv_missing_column_lists_the_columns(tmp_path: Path) -> None:
-    path = write(tmp_path / "m.csv", "userId,movieId\n1,2\n")
-    with pytest.raises(DataError, match=r"no column 'user' .*'userId', 'movieId'"):
+    path = write(tmp_path / "m.csv", "who,movieId\n1,2\n")
+    with pytest.raises(DataError, match=r"no user column found .*user_col; .*'who', 'movieId'"):
         read_interactions(path, "csv")
+    with pytest.raises(DataError, match=r"no column 'user' .*'who', 'movieId'"):
+        read_interactions(path, "csv", user_col="user")
     with pytest.raises(DataError, match=r"no column 'rating'"):
-        read_interactions(path, "csv", user_col="userId", item_col="movieId", rating_col="rating")
+        read_interactions(path, "csv", user_col="who", rating_col="rating")
 
 
 @pytest.mark.parametrize("name", ["empty.csv", "blank.txt", "empty.dat.xz"])

@@ -77,11 +77,11 @@ def test_study_resumes_and_best_config_trains(tmp_path, monkeypatch, capsys):
         sys,
         "argv",
         ["hlrm", "tune", "--config", str(tmp_path / "base.toml"), "--trials", "3",
-         "--run-dir", str(tmp_path), "--quiet"],
+         "--run-dir", str(tmp_path)],
     )  # fmt: skip
     main()
-    out = capsys.readouterr().out
-    assert "2 complete trial(s), running 1" in out and "best configuration" in out
+    out, err = capsys.readouterr()
+    assert "2 complete trial(s), running 1" in err and "best configuration" in out
     assert complete_trials(tmp_path) == 3
 
     summary = json.loads((tmp_path / "tune.json").read_text())
@@ -160,11 +160,11 @@ def test_train_with_tune_searches_then_trains_the_best(tmp_path, monkeypatch, ca
         sys,
         "argv",
         ["hlrm", "train", "--model", "cml", "--dataset", "synthetic", "--epochs", "1",
-         "--tune", "2", "--run-dir", str(run_dir), "--quiet", "--device", "cpu"],
+         "--tune", "2", "--run-dir", str(run_dir), "--device", "cpu"],
     )  # fmt: skip
     main()
-    out = capsys.readouterr().out
-    assert "tuning cml: 2 trials" in out and "best of 2 trials" in out
+    err = capsys.readouterr().err
+    assert "tuning cml: 2 trials" in err and "best of 2 trials" in err
     assert complete_trials(run_dir / "tuning") == 2
     trained = RunConfig.from_toml(run_dir / "config.toml")
     best = json.loads((run_dir / "tuning" / "tune.json").read_text())["best_params"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -39,14 +40,79 @@ def show_version(value: bool) -> None:
         raise typer.Exit()
 
 
+logger = logging.getLogger("hlrm")
+
+
+class MessageFormatter(logging.Formatter):
+    """Messages as they are, warnings prefixed ``warning:`` (errors never reach the log: the
+    error boundary in :func:`main` prints them)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return f"warning: {message}" if record.levelno >= logging.WARNING else message
+
+
+def configure_logging(level: int) -> None:
+    """Send the ``hlrm`` loggers to stderr: through rich's handler on a terminal, as plain lines
+    otherwise (rich pads every log line to the console's width). Called once per invocation,
+    so the handler writes to the ``sys.stderr`` of that invocation."""
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(
+            console=Console(stderr=True),
+            show_time=False,
+            show_level=False,
+            show_path=False,
+            markup=False,
+        )
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(MessageFormatter())
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+class Verbosity:
+    """The app-wide ``--quiet`` / ``--verbose`` (a command's own ``--quiet`` does the same)."""
+
+    quiet = False
+
+    @classmethod
+    def set(cls, quiet: bool, verbose: int = 0) -> None:
+        cls.quiet = quiet
+        level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+        configure_logging(level)
+
+    @classmethod
+    def progress(cls, quiet: bool = False) -> bool:
+        """Whether to show progress bars; a command's ``--quiet`` also silences its messages."""
+        if quiet and not cls.quiet:
+            cls.set(True)
+        return not cls.quiet
+
+
 @app.callback()
 def main_options(
     version: Annotated[
         bool,
         typer.Option("--version", callback=show_version, is_eager=True, help="Print the version."),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Only warnings and errors: no progress bars, no messages."
+        ),
+    ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="Also debug messages.")
+    ] = 0,
 ) -> None:
     """Collaborative metric learning recommenders with latent relations."""
+    Verbosity.set(quiet, verbose)
 
 
 datasets_app = typer.Typer(help="List the known datasets, or show one after preprocessing.")
@@ -62,10 +128,10 @@ console = Console()
 DEFAULTS = {
     "model": "cml",
     "format": "from the file name",
-    "user_col": "user",
-    "item_col": "item",
-    "rating_col": "none",
-    "timestamp_col": "none",
+    "user_col": "found by name: user, user_id, userId, uid, ...",
+    "item_col": "found by name: item, item_id, movieId, ...",
+    "rating_col": "found by name (rating, score, weight, ...), else none",
+    "timestamp_col": "found by name (timestamp, time, ts, ...), else none",
     "sep": "',' for csv, tab for tsv",
     "min_rating": "the dataset's; none for --data",
     "core": "the dataset's; 1 for --data",
@@ -200,7 +266,9 @@ ScoreMemoryOption = Annotated[
 SeedOption = Annotated[
     int | None, option("Seed for split, sampling and init.", default=DEFAULTS["seed"])
 ]
-QuietOption = Annotated[bool, typer.Option(help="No progress bars.")]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Only warnings and errors (as hlrm --quiet).")
+]
 AnnOption = Annotated[
     bool,
     typer.Option(
@@ -292,7 +360,7 @@ def quickstart(
     for name in ("popularity", "cml"):
         config = RunConfig.from_dict(base.to_dict())
         config.model.name = name
-        console.print(f"[bold]training {name}[/bold]")
+        logger.info(f"training {name}")
         run = train(config, run_dir if name == "cml" else None, progress=True)
         rows[name] = run.metrics or {}
     stats = describe(run.split)
@@ -563,6 +631,8 @@ def train_command(
     from hlrm.config import RunConfig
     from hlrm.runs import train
 
+    progress = Verbosity.progress(quiet)
+
     if hlrm_type is not None:
         if model is not None and model != HLRM_TYPES[hlrm_type]:
             raise ConfigError(f"--hlrm-type {hlrm_type} contradicts --model {model}")
@@ -595,15 +665,16 @@ def train_command(
     if not run_config.data.dataset and not run_config.data.path:
         raise ConfigError("say what to train on: --dataset NAME or --data FILE (or --config)")
     if tune_trials:
-        run_config = tuned_config(run_config, run_dir, tune_trials, quiet)
-    run = train(run_config, run_dir, resume=resume, progress=not quiet, log=plain_log)
+        run_config = tuned_config(run_config, run_dir, tune_trials, progress)
+    logger.debug(f"configuration:\n{run_config.to_toml()}")
+    run = train(run_config, run_dir, resume=resume, progress=progress, log=plain_log)
     metrics = run.metrics or {}
     console.print(metric_grid(metrics, run.config.eval.ks, f"{run.model.name}: test metrics"))
     if run_dir is not None:
-        console.print(f"run written to {run_dir}")
+        say(f"run written to {run_dir}")
 
 
-def tuned_config(config: RunConfig, run_dir: Path | None, trials: int, quiet: bool) -> RunConfig:
+def tuned_config(config: RunConfig, run_dir: Path | None, trials: int, progress: bool) -> RunConfig:
     """``config`` with the options ``hlrm tune`` finds best in ``trials`` trials on the
     validation split; the study is kept in ``<run-dir>/tuning`` (resumable) or a temporary
     directory."""
@@ -623,7 +694,7 @@ def tuned_config(config: RunConfig, run_dir: Path | None, trials: int, quiet: bo
     study = run_dir / "tuning" if run_dir is not None else Path(tempfile.mkdtemp(prefix="hlrm-"))
     grid = ", ".join(f"{key} {list(values)}" for key, values in space.items())
     plain_log(f"tuning {resolved.model.name}: {trials} trials over {grid} on validation {metric}")
-    result = tune(resolved, study, trials=trials, metric=metric, progress=not quiet, log=plain_log)
+    result = tune(resolved, study, trials=trials, metric=metric, progress=progress, log=plain_log)
     plain_log(
         f"best of {result.complete_trials} trials: {result.best_params} "
         f"(valid {metric} {result.best_value:.4f}); training it"
@@ -823,7 +894,7 @@ def serve_command(
         web_app = create_app(run, ann=index, batching=Batching(batching, max_batch, max_wait_ms))
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        plain_log(
+        say(  # the command's result (stdout): where to find the server
             f"serving {run.model.name} ({run.split.name}) at http://{shown}:{bound[1]}/ "
             f"(API: /docs, /openapi.json; Ctrl-C stops)"
         )
@@ -858,7 +929,13 @@ def export_command(
 
 # ---- compare and tune ----------------------------------------------------------------------------
 def plain_log(line: str) -> None:
-    """Progress lines hold paths and brackets: print them unwrapped and without rich markup."""
+    """A progress message (to stderr, through logging): the callback runs, compare and tune
+    take as ``log``."""
+    logger.info(line)
+
+
+def say(line: str) -> None:
+    """A line of the result (stdout): paths and brackets printed as they are, unwrapped."""
     console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -925,7 +1002,8 @@ def compare_command(
     if alpha is not None:
         setup.alpha = alpha
     out = out or Path("reports") / (config.stem if config else "compare")
-    report = compare(setup, out, progress=not quiet, make_plots=plots, log=plain_log)
+    progress = Verbosity.progress(quiet)
+    report = compare(setup, out, progress=progress, make_plots=plots, log=plain_log)
     ks = sorted(set(setup.base.eval.ks))
     main_k = 10 if 10 in ks else ks[-1]
     keys = [f"{name}@{main_k}" for name in ("ndcg", "recall", "precision", "hit", "map", "mrr")]
@@ -943,7 +1021,7 @@ def compare_command(
             cells.append(text + report.marks(label, key))
         table.add_row(label, *cells)
     console.print(table)
-    plain_log(
+    say(
         f"* Wilcoxon, † paired t-test: p < {setup.alpha:g} after Holm; ↑ above, ↓ below the "
         f"baseline. Report: {out}/table.md"
     )
@@ -1004,12 +1082,13 @@ def tune_command(
     if run_dir is None:
         data_name = base.data.dataset or Path(str(base.data.path)).stem
         run_dir = Path("runs") / f"tune-{canonical_name(base.model.name)}-{data_name}"
-    result = tune(base, run_dir, trials=trials, metric=metric, progress=not quiet, log=plain_log)
-    plain_log(
+    progress = Verbosity.progress(quiet)
+    result = tune(base, run_dir, trials=trials, metric=metric, progress=progress, log=plain_log)
+    say(
         f"best valid {result.metric} {result.best_value:.4f} over {result.complete_trials} "
         f"trials with {result.best_params}"
     )
-    plain_log(f"best configuration: {result.best_config} (hlrm train --config accepts it)")
+    say(f"best configuration: {result.best_config} (hlrm train --config accepts it)")
 
 
 def usage_error_types() -> tuple[type[Exception], ...]:

@@ -26,6 +26,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+#: Model sizes that must be positive integers, with how the command line names them.
+_SIZES = {
+    "dim": "the embedding size (--emb-size)",
+    "n_slots": "the number of memory slots (--num-relations)",
+    "history_size": "the history pool size (--num-inter)",
+}
+
+
 @dataclass
 class ModelConfig:
     name: str = "cml"
@@ -40,7 +48,15 @@ class ModelConfig:
                 f"model {name!r} has no option(s) {', '.join(unknown)}; "
                 f"its options are: {', '.join(sorted(defaults)) or 'none'}"
             )
-        return ModelConfig(name, {**defaults, **self.params})
+        params = {**defaults, **self.params}
+        # Sizes checked here, before any data is read (the model checks them again).
+        for key, what in _SIZES.items():
+            value = params.get(key)
+            if key in defaults and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ConfigError(f"{what} must be a positive integer, not {value!r}")
+        return ModelConfig(name, params)
 
 
 @dataclass

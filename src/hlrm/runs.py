@@ -3,7 +3,8 @@
 Layout::
 
     config.toml                 resolved configuration (repeat the run with --config)
-    meta.json                   package and torch versions, device, start time, command line
+    meta.json                   package and torch versions, device, start time, command line,
+                                SHA-256 of your own data files (--resume refuses changed data)
     split.npz                   the exact train/valid/test split and original ids
     history.csv                 one row per epoch
     metrics.json                final test metrics (flat keys such as "ndcg@10") and the protocol
@@ -31,7 +32,7 @@ import torch
 import hlrm
 from hlrm.config import RunConfig
 from hlrm.data.matrix import SplitData
-from hlrm.data.pipeline import data_notes, load_split
+from hlrm.data.pipeline import data_checksums, data_notes, load_split
 from hlrm.errors import ConfigError, HlrmError
 from hlrm.evaluation.protocol import EvaluationResult, evaluate
 from hlrm.fileio import atomic_path, remove_stale_temporaries, write_json, write_text
@@ -168,6 +169,28 @@ def _check_resumable(config: RunConfig, path: Path) -> None:
         )
 
 
+def _check_same_data(path: Path, checksums: dict[str, str] | None) -> None:
+    """Refuse to resume ``path`` on data other than it was trained on: its split and weights
+    belong to the old data. Runs written before checksums were stored are not checked."""
+    try:
+        stored = json.loads((path / "meta.json").read_text(encoding="utf-8")).get("data_sha256")
+    except (OSError, ValueError, AttributeError):
+        stored = None
+    if not stored or not checksums:
+        return
+    for (old_file, old_sum), (new_file, new_sum) in zip(
+        sorted(stored.items()), sorted(checksums.items()), strict=False
+    ):
+        if old_sum != new_sum:
+            raise HlrmError(
+                f"cannot resume {path}: the data changed since it was trained ({new_file} has "
+                f"sha256 {new_sum[:12]}…, the run was trained on {old_file} with "
+                f"{old_sum[:12]}…); train a new run in another --run-dir"
+            )
+    if len(stored) != len(checksums):
+        raise HlrmError(f"cannot resume {path}: its data files changed since it was trained")
+
+
 def write_evaluation(path: Path, result: EvaluationResult) -> None:
     write_json(path / "metrics.json", {**result.metrics, "protocol": result.protocol})
     with atomic_path(path / "per_user_metrics.parquet") as tmp:
@@ -203,9 +226,14 @@ def train(
                 f"{path} is not empty ({', '.join(foreign[:3])}); a run needs a new or empty "
                 f"directory so that nothing of yours is overwritten"
             )
+    checksums = None if path is None else data_checksums(config.data)
+    if resume and path is not None:
+        _check_same_data(path, checksums)
     torch.manual_seed(config.seed)
     split = load_split(config.data)
     if log is not None:
+        for step in split.preprocessing:
+            log(str(step))
         for note in data_notes(split):
             log(f"note: {note}")
     model = create_model(config.model.name, split.n_users, split.n_items, **config.model.params)
@@ -249,6 +277,7 @@ def train(
                     "device": str(resolve_device(config.train.device)),
                     "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "command": " ".join(sys.argv),
+                    "data_sha256": checksums,
                 },
             )
         trainer.fit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -70,6 +71,9 @@ class SplitData:
     item_ids: np.ndarray
     name: str = "custom"
     item_titles: np.ndarray | None = field(default=None)
+    #: What preprocessing did (``hlrm.data.pipeline.PreprocessingStep``, one per step) when the
+    #: split was built by ``load_split``; not stored in ``split.npz``.
+    preprocessing: list[Any] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         shapes = {m.shape for m in (self.train, self.valid, self.test)}

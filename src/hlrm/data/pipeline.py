@@ -7,7 +7,9 @@ default with the value that will be used, so a run directory can store exactly w
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +23,7 @@ from hlrm.data.preprocess import apply_threshold, collapse_duplicates, filter_co
 from hlrm.data.readers import (
     FORMATS,
     TABULAR_FORMATS,
+    check_regular_file,
     plain_name,
     read_interactions,
     read_titles,
@@ -82,15 +85,19 @@ class DataConfig:
                     f"dataset {spec.name!r} is read as {spec.format!r}; format only applies to "
                     f"your own files (path)"
                 )
+            path = None
             fmt, min_rating, split = spec.format, spec.min_rating, spec.split
             user_core, item_core = spec.user_core, spec.item_core
             given_ok = "train" in spec.roles()
         else:
-            fmt = self.format or infer_format(self.path)
+            # Absolute, so that a stored configuration (a run's config.toml, commands.sh)
+            # works from any directory.
+            path = os.path.abspath(os.path.expanduser(self.path))
+            fmt = self.format or infer_format(path)
             if fmt not in FORMATS:
                 raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
             min_rating, user_core, item_core = None, 1, 1
-            given_ok = Path(self.path).is_dir()
+            given_ok = Path(path).is_dir()
             split = "given" if given_ok else "random"
         split = self.split or split
         if split not in SPLITS:
@@ -112,9 +119,11 @@ class DataConfig:
             raise ConfigError("sep does not apply to parquet files")
         return replace(
             self,
+            path=path,
             format=fmt,
-            user_col=(self.user_col or "user") if tabular else None,
-            item_col=(self.item_col or "item") if tabular else None,
+            # Unset columns are found by their common names when the file is read (readers).
+            user_col=self.user_col if tabular else None,
+            item_col=self.item_col if tabular else None,
             sep=self.sep or {"csv": ",", "tsv": "\t"}.get(fmt),
             min_rating=_first_set(self.min_rating, min_rating, -math.inf),
             user_core=_first_set(self.user_core, user_core),
@@ -122,6 +131,28 @@ class DataConfig:
             split=split,
             fractions=fractions,
         )
+
+
+def data_checksums(config: DataConfig) -> dict[str, str]:
+    """SHA-256 of every file of your own data (``path``: a file, or the train/valid/test files
+    of a directory), keyed by absolute path, so a run can tell that its data changed. A
+    registered dataset gives ``{}``: its files are verified against pinned checksums already."""
+    if config.path is None:
+        return {}
+    path = Path(config.path)
+    files = sorted(given_files(path).values()) if path.is_dir() else [path]
+    sums = {}
+    for file in files:
+        check_regular_file(file)
+        digest = hashlib.sha256()
+        try:
+            with file.open("rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+        except OSError as exc:
+            raise DataError(f"{file}: cannot read it ({exc.strerror or exc})") from None
+        sums[os.path.abspath(file)] = digest.hexdigest()
+    return sums
 
 
 def _first_set(*values: object) -> Any:
@@ -169,17 +200,116 @@ def given_files(directory: str | Path) -> dict[str, Path]:
     return found
 
 
+@dataclass(frozen=True)
+class PreprocessingStep:
+    """What one step of :func:`load_split` did, in numbers and in one sentence (``str``).
+
+    ``rows_*`` count interactions; ``users_removed`` / ``items_removed`` are the users and
+    items the step left without any interaction."""
+
+    step: str  # "read", "rating threshold", "duplicates", "core filter" or "split"
+    rows_before: int
+    rows_after: int
+    users_removed: int
+    items_removed: int
+    summary: str
+
+    def __str__(self) -> str:
+        return self.summary
+
+    @property
+    def rows_removed(self) -> int:
+        return self.rows_before - self.rows_after
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}" if n == 1 else f"{n:,} {what}s"
+
+
+def _sizes(frame: pd.DataFrame) -> tuple[int, int, int]:
+    """(rows, distinct users, distinct items)."""
+    return len(frame), int(frame["user"].nunique()), int(frame["item"].nunique())
+
+
+def _preprocess(
+    cfg: DataConfig, frame: pd.DataFrame, source: str
+) -> tuple[pd.DataFrame, list[PreprocessingStep]]:
+    """Threshold → de-duplicate → n-core, with one :class:`PreprocessingStep` per step."""
+    rows, users, items = _sizes(frame)
+    columns = frame.attrs.get("columns")
+    used = "" if not columns else " (" + ", ".join(f"{r}: {c!r}" for r, c in columns.items()) + ")"
+    steps = [
+        PreprocessingStep(
+            "read", rows, rows, 0, 0,
+            f"read {_count(rows, 'row')} from {source}{used}: {_count(users, 'user')}, "
+            f"{_count(items, 'item')}",
+        )
+    ]  # fmt: skip
+
+    def filtered(step: str, kept: pd.DataFrame, rule: str) -> PreprocessingStep:
+        nonlocal rows, users, items
+        after = _sizes(kept)
+        lost_users, lost_items = users - after[1], items - after[2]
+        dropped = rows - after[0]
+        summary = (
+            f"{step} ({rule}): dropped {dropped:,} of {rows:,} rows ({dropped / rows:.1%}), "
+            f"{_count(lost_users, 'user')} and {_count(lost_items, 'item')}"
+        )
+        result = PreprocessingStep(step, rows, after[0], lost_users, lost_items, summary)
+        rows, users, items = after
+        return result
+
+    if cfg.min_rating is None or cfg.min_rating == -math.inf:
+        steps.append(
+            PreprocessingStep("rating threshold", rows, rows, 0, 0, "rating threshold: none")
+        )
+    else:
+        frame = apply_threshold(frame, cfg.min_rating)
+        steps.append(filtered("rating threshold", frame, f"rating >= {cfg.min_rating:g}"))
+
+    kept = collapse_duplicates(frame)  # the same users and items, fewer rows
+    duplicates = rows - len(kept)
+    summary = (
+        f"duplicates: collapsed {_count(duplicates, 'repeated (user, item) row')} into the "
+        f"pair's first row ({len(kept):,} rows left)"
+        if duplicates
+        else "duplicates: none"
+    )
+    steps.append(PreprocessingStep("duplicates", rows, len(kept), 0, 0, summary))
+    frame, rows = kept, len(kept)
+
+    if cfg.user_core <= 1 and cfg.item_core <= 1:
+        steps.append(PreprocessingStep("core filter", rows, rows, 0, 0, "core filter: none"))
+    else:
+        frame = filter_core(frame, cfg.user_core, cfg.item_core)
+        rule = f"every user >= {cfg.user_core} and every item >= {cfg.item_core} interactions"
+        steps.append(filtered("core filter", frame, rule))
+    return frame, steps
+
+
 def load_split(config: DataConfig) -> SplitData:
-    """Read, preprocess and split the data ``config`` names (resolving defaults first)."""
+    """Read, preprocess and split the data ``config`` names (resolving defaults first).
+
+    ``split.preprocessing`` lists what each step did (:class:`PreprocessingStep`)."""
     cfg = config.resolved()
     frame, name, titles = _read(cfg)
     if cfg.split != "given" and "part" in frame:
         frame = frame.drop(columns="part")
-    frame = apply_threshold(frame, cfg.min_rating)
-    frame = collapse_duplicates(frame)
-    frame = filter_core(frame, cfg.user_core, cfg.item_core)
+    frame, steps = _preprocess(cfg, frame, cfg.dataset or str(cfg.path))
     frame, user_ids, item_ids = reindex(frame)
     parts = split_interactions(frame, cfg.split, fractions=cfg.fractions, seed=cfg.seed)
+    sizes = [len(rows) for rows in parts]
+    steps.append(
+        PreprocessingStep(
+            "split",
+            len(frame),
+            sum(sizes),
+            0,
+            0,
+            f"split {cfg.split!r}: {sizes[0]:,} train, {sizes[1]:,} validation, {sizes[2]:,} test "
+            f"rows over {_count(len(user_ids), 'user')} and {_count(len(item_ids), 'item')}",
+        )
+    )
     users = frame["user"].to_numpy()
     items = frame["item"].to_numpy()
     shape = (len(user_ids), len(item_ids))
@@ -190,9 +320,11 @@ def load_split(config: DataConfig) -> SplitData:
     item_titles = None
     if titles is not None:
         item_titles = np.array([titles.get(i, "") for i in item_ids.tolist()], dtype=str)
-    return SplitData(
+    split = SplitData(
         **matrices, user_ids=user_ids, item_ids=item_ids, name=name, item_titles=item_titles
     )
+    split.preprocessing = steps
+    return split
 
 
 def _read(cfg: DataConfig) -> tuple[pd.DataFrame, str, dict[object, str] | None]:

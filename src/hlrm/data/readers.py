@@ -27,6 +27,7 @@ import io
 import lzma
 import math
 import re
+import stat
 import struct
 import zipfile
 import zlib
@@ -54,6 +55,31 @@ COMPRESSED_SUFFIXES = (".xz", ".gz")
 #: public datasets read here (ML-20M's ratings.csv, about 0.5 GiB) stay far below it; raise it
 #: by assigning to ``hlrm.data.readers.MAX_DECOMPRESSED_BYTES`` for a genuinely larger file.
 MAX_DECOMPRESSED_BYTES = 4 * 2**30
+
+#: Column names recognised for each role of a csv/tsv/parquet file whose option is not given,
+#: in order of preference. They are compared ignoring case and the characters ``_ - . `` and
+#: space, so ``userId``, ``user_id`` and ``User ID`` are the same name.
+COLUMN_NAMES = {
+    "user": (
+        "user", "user_id", "uid", "customer_id", "customer", "reviewer_id", "visitor_id",
+        "member_id", "account_id",
+    ),
+    "item": (
+        "item", "item_id", "iid", "movie_id", "movie", "product_id", "product", "asin",
+        "artist_id", "track_id", "song_id", "book_id", "isbn", "article_id", "business_id",
+        "poi_id", "location_id", "venue_id",
+    ),
+    "rating": (
+        "rating", "ratings", "score", "stars", "weight", "play_count", "plays", "count",
+        "preference", "feedback", "value",
+    ),
+    "timestamp": (
+        "timestamp", "time", "datetime", "date", "ts", "unix_time", "unix_review_time",
+        "created_at", "event_time", "checkin_time",
+    ),
+}  # fmt: skip
+#: Roles every interaction file has; the others are read where a column is found.
+_REQUIRED_ROLES = ("user", "item")
 
 _INT = pa.int64()
 _FLOAT = pa.float64()
@@ -89,6 +115,23 @@ def plain_name(path: str | Path) -> str:
     return name
 
 
+def check_regular_file(path: str | Path) -> None:
+    """Refuse what is not a regular file before reading it: a FIFO or a character device
+    (``/dev/zero``, ``/dev/stdin``) would be read until memory runs out, or forever."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"file not found: {path}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path} is a directory, not an interaction file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise DataError(f"{path} is {kind}; hlrm reads data from regular files only")
+
+
 def read_bytes(path: str | Path) -> bytes:
     """The uncompressed content of ``path``.
 
@@ -97,6 +140,7 @@ def read_bytes(path: str | Path) -> bytes:
     holding something else) is an error rather than a guess: it usually means a broken download.
     """
     path = Path(path)
+    check_regular_file(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -129,11 +173,14 @@ def read_interactions(
 ) -> pd.DataFrame:
     """Read the interactions stored at ``path`` in layout ``fmt`` (one of :data:`FORMATS`).
 
-    ``csv``/``tsv``/``parquet`` pick columns by name (``user_col`` and ``item_col`` default to
-    ``user`` and ``item``; rating and timestamp are read only when named); csv and tsv need a
-    header row. Ids that are all canonical integers become int64; any other ids stay strings.
-    The fixed layouts (``movielens``, ``lightgcn``, ``citeulike``, ``hetrec``, ``diffnet``) take no
-    column options.
+    ``csv``/``tsv``/``parquet`` pick columns by name; csv and tsv need a header row. A role
+    whose option is not given is found among the common names of :data:`COLUMN_NAMES`
+    (``user``/``user_id``/``userId``, ``item``/``item_id``/``movieId``, ``rating``,
+    ``timestamp``/``time``, ...); the user and item columns must be found, rating and
+    timestamp are read where found. The columns used are in ``frame.attrs["columns"]``
+    (role → column name). Ids that are all canonical integers become int64; any other ids
+    stay strings. The fixed layouts (``movielens``, ``lightgcn``, ``citeulike``, ``hetrec``,
+    ``diffnet``) take no column options.
     """
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -154,14 +201,8 @@ def read_interactions(
         raise ConfigError("sep does not apply to parquet files")
     if sep and any(c in sep for c in '"\r\n'):
         raise ConfigError(f"sep {sep!r} cannot contain a quote or a line break")
-    columns = {
-        "user": user_col or "user",
-        "item": item_col or "item",
-        "rating": rating_col,
-        "timestamp": timestamp_col,
-    }
-    wanted = {key: name for key, name in columns.items() if name is not None}
-    _check_roles(wanted)
+    given = {"user": user_col, "item": item_col, "rating": rating_col, "timestamp": timestamp_col}
+    _check_roles({role: name for role, name in given.items() if name is not None})
     with _enough_memory(path):
         data = read_bytes(path)
         if fmt != "parquet":
@@ -169,9 +210,9 @@ def read_interactions(
         if not data or data.isspace():
             raise DataError(f"{path} is empty")
         if fmt == "parquet":
-            frame = _read_parquet(path, data, wanted)
+            frame = _read_parquet(path, data, given)
         elif fmt in TABULAR_FORMATS:
-            frame = _read_delimited(path, data, sep or ("," if fmt == "csv" else "\t"), wanted)
+            frame = _read_delimited(path, data, sep or ("," if fmt == "csv" else "\t"), given)
         else:
             frame = _FIXED_READERS[fmt](path, data)
     if frame.empty:
@@ -592,16 +633,51 @@ def _check_roles(wanted: dict[str, str]) -> None:
         role_of[name] = role
 
 
+def _normal_name(name: str) -> str:
+    return re.sub(r"[\s_.\-]", "", name).lower()
+
+
+def choose_columns(
+    path: str | Path, given: dict[str, str | None], present: list[str]
+) -> dict[str, str]:
+    """Role → column: the given names, and for the others the first of :data:`COLUMN_NAMES`
+    the file has. A detected name that a given option already takes is a conflict for the user
+    and item roles (the file's ``user`` column read as items) and skipped for the others."""
+    wanted = {role: name for role, name in given.items() if name is not None}
+    by_name: dict[str, str] = {}
+    for column in present:
+        by_name.setdefault(_normal_name(column), column)
+    for role, candidates in COLUMN_NAMES.items():
+        if role in wanted:
+            continue
+        found = [by_name[n] for n in map(_normal_name, candidates) if n in by_name]
+        if role not in _REQUIRED_ROLES:
+            found = [column for column in found if column not in wanted.values()]
+        if found:
+            wanted[role] = found[0]
+        elif role in _REQUIRED_ROLES:
+            listed = ", ".join(repr(c[:80]) for c in present[:50])
+            more = f" and {len(present) - 50} more" if len(present) > 50 else ""
+            common = ", ".join(candidates[:4])
+            raise DataError(
+                f"{path}: no {role} column found (looked for {common}, ...); name it with "
+                f"{role}_col; its columns are: {listed}{more}"
+            )
+    _check_roles(wanted)
+    _check_columns(path, wanted, present)
+    return {role: wanted[role] for role in COLUMN_NAMES if role in wanted}
+
+
 def _read_delimited(
-    path: str | Path, data: bytes, sep: str, wanted: dict[str, str]
+    path: str | Path, data: bytes, sep: str, given: dict[str, str | None]
 ) -> pd.DataFrame:
-    """A quoted CSV/TSV with a header row; only the ``wanted`` columns are converted."""
+    """A quoted CSV/TSV with a header row; only the columns of the roles are converted."""
     delimiter = sep
     if len(sep.encode()) > 1:  # pyarrow and the csv module take a one-byte delimiter only
         data = data.replace(sep.encode(), b"\x1f")
         delimiter = "\x1f"
     header = _header(path, data, delimiter)
-    _check_columns(path, wanted, header)
+    wanted = choose_columns(path, given, header)
     types = {wanted["user"]: pa.string(), wanted["item"]: pa.string()}
     if "rating" in wanted:
         types[wanted["rating"]] = _FLOAT
@@ -691,7 +767,7 @@ def _check_row(
             _check_number(path, lineno, wanted[key], value, integer=False)
 
 
-def _read_parquet(path: str | Path, data: bytes, wanted: dict[str, str]) -> pd.DataFrame:
+def _read_parquet(path: str | Path, data: bytes, given: dict[str, str | None]) -> pd.DataFrame:
     """Only the ``wanted`` columns are read: less memory, and no trouble from the others.
 
     The columns are taken as the parquet schema names them, ignoring the pandas metadata a
@@ -700,7 +776,7 @@ def _read_parquet(path: str | Path, data: bytes, wanted: dict[str, str]) -> pd.D
     """
     try:
         source = pq.ParquetFile(io.BytesIO(data))
-        _check_columns(path, wanted, [str(name) for name in source.schema_arrow.names])
+        wanted = choose_columns(path, given, [str(name) for name in source.schema_arrow.names])
         table = source.read(columns=list(wanted.values()))
         table.validate(full=True)
         frame = table.to_pandas(ignore_metadata=True)
@@ -737,6 +813,7 @@ def _standardize(path: str | Path, raw: pd.DataFrame, wanted: dict[str, str]) ->
         out["rating"] = values
     if "timestamp" in wanted:
         out["timestamp"] = _timestamps(path, raw[wanted["timestamp"]], wanted["timestamp"])
+    out.attrs["columns"] = dict(wanted)
     return out
 
 
