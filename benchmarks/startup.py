@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -50,10 +51,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def time_once(command: list[str], env: dict[str, str], cwd: Path) -> float:
+def time_once(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the child). On a shared machine the wall
+    time grows with the load; the CPU time much less."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(command, env=env, cwd=cwd, check=True, capture_output=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def main() -> None:
@@ -71,10 +78,13 @@ def main() -> None:
     if args.baseline_src is not None:
         trees["baseline"] = args.baseline_src.resolve()
     times: dict[str, list[float]] = {name: [] for name in trees}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory() as work:
         for _ in range(args.repeats):
             for name, source in trees.items():  # interleaved: both see the same load
-                times[name].append(time_once(command, clean_environment(source), Path(work)))
+                wall, used = time_once(command, clean_environment(source), Path(work))
+                times[name].append(wall)
+                cpu[name].append(used)
     machine = {
         "date": dt.date.today().isoformat(),
         "cpu": cpu_model(),
@@ -92,6 +102,7 @@ def main() -> None:
             "min_s": round(min(values), 3),
             "max_s": round(max(values), 3),
             "runs": [round(v, 3) for v in values],
+            "cpu_median_s": round(statistics.median(cpu[name]), 3),
             **machine,
         }
         if name == "baseline":

@@ -140,10 +140,17 @@ def test_bad_names_give_one_clear_line(monkeypatch, capsys, args, fragment):
     assert_clean_error(code, err, fragment)
 
 
-def test_quickstart_beats_popularity(monkeypatch, capsys):
+def test_quickstart_beats_popularity(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
     code, out, err = run_cli(monkeypatch, capsys, "quickstart", "--epochs", "5", "--device", "cpu")
     assert code == 0, err
     assert "popularity" in out and "cml" in out
+    # It keeps its run, says where, and what to try next; a second one does not touch it.
+    assert (tmp_path / "runs/quickstart/checkpoints/best.pt").is_file()
+    assert "saved in runs/quickstart" in out and "hlrm recommend runs/quickstart --user" in out
+    code, out, err = run_cli(monkeypatch, capsys, "quickstart", "--epochs", "1", "--device", "cpu")
+    assert code == 0, err
+    assert "saved in runs/quickstart-2" in out
 
 
 def test_original_project_options(monkeypatch, capsys, tmp_path):

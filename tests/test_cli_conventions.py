@@ -151,3 +151,19 @@ def test_help_lists_choices_and_defaults():
     )
     assert "One of: hinge, softmax." in result.stdout
     assert "[default: 0.001]" in result.stdout
+
+
+def test_tables_are_not_cut_when_the_output_is_not_a_terminal(capsys, monkeypatch):
+    """rich wraps at 80 columns without a terminal, which cut the compare table."""
+    from rich.table import Table
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console = cli.stdout_console()
+    table = Table(title="test metrics @10 (baseline cml)")
+    for name in ("model", "ndcg@10", "recall@10", "precision@10", "hit@10", "map@10", "mrr@10"):
+        table.add_column(name, no_wrap=True)
+    table.add_row("hlr++ (warm-started)", *["0.3079 ± 0.0123*†↑"] * 6)
+    console.print(table)
+    out = capsys.readouterr().out
+    assert "…" not in out and out.count("0.3079 ± 0.0123*†↑") == 6
+    assert max(len(line) for line in out.splitlines()) > 80

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -41,6 +42,16 @@ def show_version(value: bool) -> None:
 
 
 logger = logging.getLogger("hlrm")
+#: Width for rich output that does not go to a terminal: rich would wrap it at 80 columns (a
+#: pipe, a file, CI logs), which cut the compare table; there, a line is as long as it is.
+WIDE = 10_000
+
+
+def stdout_console() -> Console:
+    probe = Console()
+    if probe.is_terminal or os.environ.get("COLUMNS"):
+        return probe
+    return Console(width=WIDE)
 
 
 class MessageFormatter(logging.Formatter):
@@ -117,7 +128,7 @@ def main_options(
 
 datasets_app = typer.Typer(help="List the known datasets, or show one after preprocessing.")
 app.add_typer(datasets_app, name="datasets")
-console = Console()
+console = stdout_console()
 
 
 # ---- option conventions --------------------------------------------------------------------------
@@ -343,14 +354,21 @@ def quickstart(
     epochs: Annotated[int, typer.Option(help="Training epochs of CML.")] = 15,
     device: DeviceOption = None,
     run_dir: Annotated[
-        Path | None, typer.Option(help="Also keep the CML run directory here.")
+        Path | None,
+        option("Where to keep the CML run.", default="runs/quickstart, or -2, -3, ... if taken"),
     ] = None,
 ) -> None:
-    """Train CML on a built-in synthetic data set and compare it with popularity (no download)."""
+    """Train CML and popularity on built-in synthetic data (no download), keep the run.
+
+    Prints both models' test metrics and the commands to try next on the kept CML run."""
+    import shlex
+
     from hlrm.config import RunConfig
     from hlrm.data.pipeline import DataConfig, describe
     from hlrm.runs import train
 
+    progress = Verbosity.progress()
+    target = run_dir if run_dir is not None else unused_directory(Path("runs") / "quickstart")
     base = RunConfig(data=DataConfig(dataset="synthetic"))
     base.train.epochs = epochs
     base.train.device = device or "auto"
@@ -361,16 +379,37 @@ def quickstart(
         config = RunConfig.from_dict(base.to_dict())
         config.model.name = name
         logger.info(f"training {name}")
-        run = train(config, run_dir if name == "cml" else None, progress=True)
+        run = train(config, target if name == "cml" else None, progress=progress)
         rows[name] = run.metrics or {}
     stats = describe(run.split)
-    console.print(
+    say(
         f"synthetic data: {stats['users']} users, {stats['items']} items, "
         f"{stats['interactions']} interactions (split 72/8/20, all test users, full ranking)"
     )
     console.print(metrics_table(rows, HEADLINE, "quickstart: test metrics"))
     lift = rows["cml"]["ndcg@10"] / max(rows["popularity"]["ndcg@10"], 1e-12)
-    console.print(f"CML NDCG@10 is {lift:.1f}× popularity's.")
+    say(f"CML NDCG@10 is {lift:.1f}× popularity's.")
+    where = shlex.quote(str(target))
+    user = shlex.quote(str(run.split.user_ids[0]))
+    say(f"\nThe CML run is saved in {target}. Next, try:")
+    for command, why in (
+        (f"hlrm evaluate {where} --k 5,10,20", "evaluate it again at other cut-offs"),
+        (f"hlrm recommend {where} --user {user} --k 10", "top 10 unseen items for a user"),
+        ("hlrm datasets", "real datasets, and how to get them"),
+        ("hlrm train --model cml --data ratings.csv --run-dir runs/mine", "your own file"),
+        ("hlrm train --help", "every option, with its default"),
+    ):
+        say(f"  {command:<64} # {why}")
+
+
+def unused_directory(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that does not exist yet, so that a
+    second quickstart never touches the first one's run."""
+    candidate, number = base, 1
+    while candidate.exists():
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
 
 
 # ---- datasets ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ written atomically.
 from __future__ import annotations
 
 import importlib.util
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,9 +48,11 @@ def _colour(index: int) -> tuple[float, ...]:
 
 
 def _figure(width: float, height: float, columns: int = 1) -> tuple[Figure, list[Axes]]:
+    """A figure whose layout makes room for every title, label and the suptitle (without it
+    they overlapped on a comparison of one or two models)."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height))
+    figure = Figure(figsize=(width, height), layout="constrained")
     axes = figure.subplots(1, columns, squeeze=False)[0]
     return figure, list(axes)
 
@@ -69,7 +72,8 @@ def metric_bars(
     keys = [f"{name}@{k}" for name in BAR_METRICS]
     keys = [key for key in keys if any(key in row for row in summary.values())]
     labels = list(summary)
-    figure, axes = _figure(1.0 + 2.4 * len(keys), 0.9 + 0.28 * len(labels), columns=len(keys))
+    width = 1.0 + 2.4 * len(keys)
+    figure, axes = _figure(width, 1.6 + 0.28 * len(labels), columns=len(keys))
     y = np.arange(len(labels))
     for axis, key in zip(axes, keys, strict=True):
         values = [summary[label].get(key, (np.nan, np.nan)) for label in labels]
@@ -83,10 +87,11 @@ def metric_bars(
         axis.set_yticks(y, labels if axis is axes[0] else [""] * len(labels))
         axis.invert_yaxis()
         axis.grid(axis="x", alpha=0.3)
-    figure.suptitle(
-        f"test metrics @{k} (mean ± std)"
-        + (f"; vs {baseline}: green above, red below (significant), grey not" if marks else "")
-    )
+    title = f"test metrics @{k} (mean ± std)"
+    if marks:
+        legend = f"vs {baseline}: green above, red below (significant), grey not"
+        title += "\n" + "\n".join(textwrap.wrap(legend, max(20, int(width * 10))))
+    figure.suptitle(title)
     _save(figure, path)
 
 
