@@ -143,8 +143,8 @@ def test_titles(tmp_path: Path) -> None:
     [
         ("u.data", "movielens", U_DATA + "5\t6\t7\n", r"u\.data:4: expected 4 tab-separated"),
         ("u.data", "movielens", U_DATA + "x\t6\t7\t8\n", r"u\.data:4: user 'x' is not an integer"),
-        ("u.data", "movielens", "1\t2\tgood\t3\n", r"u\.data:1: rating 'good' is not a number"),
-        ("u.data", "movielens", "1\t\t3\t4\n", r"u\.data:1: item '' is not an integer"),
+        ("u.data", "movielens", "1\t2\tgood\t3\n", r"u\.data:1: rating is not a number"),
+        ("u.data", "movielens", "1\t\t3\t4\n", r"u\.data:1: item is not an integer"),
         ("ratings.dat", "movielens", "1::2::3\n4::5::6::7\n", r"ratings\.dat:2: expected 3 '::'"),
         ("r.csv", "movielens", "userId,movieId,rating,timestamp\n1,2,x,4\n", r"r\.csv:2: rating"),
         ("junk.dat", "movielens", "hello world\n", r"junk\.dat:1: not a MovieLens"),

@@ -78,6 +78,17 @@ def test_every_k_reads_a_prefix():
 
 def test_invalid_inputs():
     with pytest.raises(ValueError, match="every k"):
-        ranking_metrics(SPEC_HITS, SPEC_RELEVANT, [11])
+        ranking_metrics(SPEC_HITS, SPEC_RELEVANT, [0])
     with pytest.raises(ValueError, match="relevant"):
         ranking_metrics(SPEC_HITS, np.array([3, 0, 5]), [10])
+
+
+def test_a_cut_off_beyond_the_list_counts_the_missing_ranks_as_misses():
+    """A list cannot be longer than the catalogue: ranks beyond it are misses, computed without
+    materialising them (``hlrm evaluate --k 1000000``)."""
+    padded = np.hstack([SPEC_HITS, np.zeros((3, 10), dtype=bool)])
+    short = ranking_metrics(SPEC_HITS, SPEC_RELEVANT, [15, 100])
+    full = ranking_metrics(padded, SPEC_RELEVANT, [15])
+    for key, values in full.items():
+        np.testing.assert_allclose(short[key], values, err_msg=key)
+    assert short["precision@100"][0] == pytest.approx(2 / 100)

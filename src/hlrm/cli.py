@@ -764,6 +764,13 @@ def evaluate_command(
     ] = None,
     device: DeviceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    allow_incomplete: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incomplete",
+            help="Also evaluate a run whose training did not finish (its best checkpoint so far).",
+        ),
+    ] = False,
 ) -> None:
     """Re-evaluate a saved run on its test split."""
     from hlrm.runs import Run
@@ -771,6 +778,14 @@ def evaluate_command(
     ks = parse_ks(k) if k else None
     device = device or "auto"
     run = Run.open(run_dir, device)
+    if run.metrics is None:  # metrics.json is the last file a finished training writes
+        if not allow_incomplete:
+            raise HlrmError(
+                f"{run_dir} is incomplete: its training did not finish (no metrics.json); "
+                f"continue it with hlrm train --run-dir {run_dir} --resume, or evaluate its best "
+                f"checkpoint so far with --allow-incomplete"
+            )
+        logger.warning(f"{run_dir} is incomplete: evaluating its best checkpoint so far")
     if cohort_size is not None:
         run.config.eval.cohort_size = cohort_size
     if score_memory is not None:

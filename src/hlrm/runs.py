@@ -38,7 +38,8 @@ from hlrm.evaluation.protocol import EvaluationResult, evaluate
 from hlrm.fileio import atomic_path, remove_stale_temporaries, write_json, write_text
 from hlrm.models.base import Recommender, create_model
 from hlrm.models.memory import Explanation
-from hlrm.training.checkpoint import load_checkpoint
+from hlrm.resources import check_training
+from hlrm.training.checkpoint import first_line, load_checkpoint
 from hlrm.training.trainer import EpochRecord, Trainer, resolve_device
 
 if TYPE_CHECKING:
@@ -53,9 +54,17 @@ OWN_ENTRIES = {"tuning", "checkpoints", CONFIG, "split.npz", "meta.json", "histo
 BEST = "checkpoints/best.pt"
 
 
-def model_from_checkpoint(state: dict[str, Any]) -> Recommender:
-    model = create_model(state["model"], state["n_users"], state["n_items"], **state["hparams"])
-    model.load_state_dict(state["state_dict"])
+def model_from_checkpoint(state: dict[str, Any], source: object = "the checkpoint") -> Recommender:
+    """The model a checkpoint (:func:`load_checkpoint`) holds; weights that do not fit the
+    model it names (a hand-edited or mixed-up file) are one :class:`HlrmError`."""
+    try:
+        model = create_model(state["model"], state["n_users"], state["n_items"], **state["hparams"])
+        model.load_state_dict(state["state_dict"])
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise HlrmError(
+            f"{source} is damaged: its weights do not fit the {state['model']!r} model it names "
+            f"({first_line(exc)})"
+        ) from None
     return model
 
 
@@ -72,16 +81,26 @@ class Run:
     @classmethod
     def open(cls, path: str | Path, device: str = "cpu") -> Run:
         path = Path(path)
-        if not (path / CONFIG).is_file() or not (path / BEST).is_file():
-            raise HlrmError(f"{path} is not an hlrm run directory (it needs {CONFIG} and {BEST})")
+        if not (path / CONFIG).is_file():
+            raise HlrmError(f"{path} is not an hlrm run directory (it has no {CONFIG})")
+        if not (path / BEST).is_file():
+            raise HlrmError(
+                f"{path} is incomplete: training stopped before its first checkpoint ({BEST}); "
+                f"continue it with hlrm train --run-dir {path} --resume, or train it again"
+            )
         config = RunConfig.from_toml(path / CONFIG)
         split = SplitData.load(str(path / "split.npz"))
-        model = model_from_checkpoint(load_checkpoint(path / BEST, "cpu"))
+        state = load_checkpoint(path / BEST, "cpu")
+        if (state["n_users"], state["n_items"]) != (split.n_users, split.n_items):
+            raise HlrmError(
+                f"{path / BEST} belongs to another run: it was trained on {state['n_users']:,} "
+                f"users and {state['n_items']:,} items, this run's split has "
+                f"{split.n_users:,} and {split.n_items:,}"
+            )
+        model = model_from_checkpoint(state, path / BEST)
         model.to(resolve_device(device)).eval()
         model.prepare(split.train)
-        metrics_path = path / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-        return cls(config, split, model, path, metrics)
+        return cls(config, split, model, path, read_metrics(path))
 
     def evaluate(
         self,
@@ -107,8 +126,26 @@ class Run:
         )
 
 
+def read_metrics(path: Path) -> dict[str, Any] | None:
+    """The run's final test metrics, or ``None`` while there are none: ``metrics.json`` is
+    written last, so its absence means training has not finished (killed, or still running)."""
+    metrics_path = path / "metrics.json"
+    if not metrics_path.is_file():
+        return None
+    try:
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        metrics = exc
+    if not isinstance(metrics, dict):
+        raise HlrmError(
+            f"{metrics_path} is damaged (not a JSON object of metrics); delete it, and "
+            f"hlrm evaluate {path} --allow-incomplete evaluates the run again"
+        )
+    return metrics
+
+
 def _warm_start(model: Recommender, run_dir: str) -> None:
-    source = model_from_checkpoint(load_checkpoint(Path(run_dir) / BEST, "cpu"))
+    source = model_from_checkpoint(load_checkpoint(Path(run_dir) / BEST, "cpu"), run_dir)
     for name in ("user_embeddings", "item_embeddings"):
         target = getattr(model, name, None)
         weights = getattr(source, name, None)
@@ -236,6 +273,7 @@ def train(
             log(str(step))
         for note in data_notes(split):
             log(f"note: {note}")
+    check_training(config, split)  # sizes against memory, before anything is allocated
     model = create_model(config.model.name, split.n_users, split.n_items, **config.model.params)
     if config.init_from:
         _warm_start(model, config.init_from)

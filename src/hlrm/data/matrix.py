@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -162,6 +164,20 @@ class SplitData:
 
     @classmethod
     def load(cls, path: str) -> SplitData:
+        """The split :meth:`save` wrote; a missing, truncated or foreign file is one
+        :class:`DataError` naming it."""
+        try:
+            return cls._load(path)
+        except FileNotFoundError:
+            message = f"{path} is missing; a run cannot be used without its split"
+            raise DataError(message) from None
+        except (OSError, ValueError, EOFError, KeyError, IndexError, zipfile.BadZipFile,
+                zlib.error) as exc:  # fmt: skip
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise DataError(f"{path} is damaged or not an hlrm split ({reason})") from None
+
+    @classmethod
+    def _load(cls, path: str) -> SplitData:
         with np.load(path, allow_pickle=False) as z:
             user_ids, item_ids = z["user_ids"], z["item_ids"]
             shape = (len(user_ids), len(item_ids))

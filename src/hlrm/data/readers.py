@@ -317,16 +317,29 @@ def _unzip(path: Path, raw: bytes) -> bytes:
 
 
 def _read_capped(path: Path, stream: IO[bytes]) -> bytes:
-    """Read ``stream`` in chunks, so a bomb is stopped at the limit instead of filling memory."""
+    """Read ``stream`` in chunks, so a bomb is stopped at the limit instead of filling memory:
+    :data:`MAX_DECOMPRESSED_BYTES`, or a third of the memory available when that is less
+    (parsing needs the text and the table built from it)."""
+    from hlrm.resources import available_memory
+
+    available = available_memory()
+    limit = (
+        MAX_DECOMPRESSED_BYTES if available is None else min(MAX_DECOMPRESSED_BYTES, available // 3)
+    )
     chunks: list[bytes] = []
     size = 0
     while chunk := stream.read(_CHUNK_BYTES):
         size += len(chunk)
-        if size > MAX_DECOMPRESSED_BYTES:
+        if size > limit:
+            why = (
+                "the limit (hlrm.data.readers.MAX_DECOMPRESSED_BYTES) that guards against "
+                "decompression bombs"
+                if limit == MAX_DECOMPRESSED_BYTES
+                else f"a third of the {_size(available or 0)} of memory available"
+            )
             raise DataError(
-                f"{path}: decompresses to more than {_size(MAX_DECOMPRESSED_BYTES)}, the limit "
-                f"(hlrm.data.readers.MAX_DECOMPRESSED_BYTES) that guards against decompression "
-                f"bombs; decompress it yourself if it is genuine"
+                f"{path}: decompresses to more than {_size(limit)}, {why}; decompress it "
+                f"yourself if it is genuine"
             )
         chunks.append(chunk)
     return b"".join(chunks)
@@ -435,9 +448,7 @@ def _read_fixed(
     if header is not None:
         first = _first_line(data, "latin-1")
         if first.split(sep) != header:
-            raise DataError(
-                f"{path}:1: expected the header {sep.join(header)!r}, found {first[:80]!r}"
-            )
+            raise DataError(f"{path}:1: expected the header {sep.join(header)!r}")
     delimiter = sep
     if len(sep) > 1:
         data = data.replace(sep.encode(), b"\x1f")
@@ -477,6 +488,13 @@ def _read_fixed(
     raise DataError(f"{path}: cannot parse ({failure})")
 
 
+def _shown(lineno: int, text: str) -> str:
+    """A field quoted for an error message, except on the first line. A configuration's path
+    can point at any file (a key, a password file), and a file that is not data at all fails
+    on its first line: the message says where and why, and never shows that line."""
+    return "" if lineno <= 1 else f" {text[:80]!r}"
+
+
 def _first_line(data: bytes, encoding: str) -> str:
     """The first line, decoded and stripped, without copying the rest of a large file."""
     end = data.find(b"\n")
@@ -488,14 +506,16 @@ def _check_number(path: str | Path, lineno: int, column: str, field: str, *, int
     text = field.strip()
     if integer:
         if problem := _int64_problem(text):
-            raise DataError(f"{path}:{lineno}: {column} {text[:80]!r} {problem}")
+            raise DataError(f"{path}:{lineno}: {column}{_shown(lineno, text)} {problem}")
         return
     try:
         value = float(text)
     except ValueError:
-        raise DataError(f"{path}:{lineno}: {column} {text[:80]!r} is not a number") from None
+        raise DataError(
+            f"{path}:{lineno}: {column}{_shown(lineno, text)} is not a number"
+        ) from None
     if not math.isfinite(value):
-        raise DataError(f"{path}:{lineno}: {column} {text[:80]!r} is not a finite number")
+        raise DataError(f"{path}:{lineno}: {column}{_shown(lineno, text)} is not a finite number")
 
 
 def _int64_problem(text: str) -> str | None:
@@ -535,7 +555,7 @@ def _read_movielens(path: str | Path, data: bytes) -> pd.DataFrame:
         return _read_fixed(path, data, sep="\t", columns=full)
     raise DataError(
         f"{path}:1: not a MovieLens ratings file (expected the u.data, ratings.dat or "
-        f"ratings.csv layout), first line {first[:80]!r}"
+        f"ratings.csv layout)"
     )
 
 
@@ -600,7 +620,7 @@ def _int_fields(path: str | Path, lineno: int, fields: list[str], what: str) -> 
         return ids
     for field in fields:
         if problem := _int64_problem(field):
-            raise DataError(f"{path}:{lineno}: {what} {field[:80]!r} {problem}")
+            raise DataError(f"{path}:{lineno}: {what}{_shown(lineno, field)} {problem}")
     return ids
 
 
@@ -656,16 +676,15 @@ def choose_columns(
         if found:
             wanted[role] = found[0]
         elif role in _REQUIRED_ROLES:
-            listed = ", ".join(repr(c[:80]) for c in present[:50])
-            more = f" and {len(present) - 50} more" if len(present) > 50 else ""
             common = ", ".join(candidates[:4])
             raise DataError(
                 f"{path}: no {role} column found (looked for {common}, ...); name it with "
-                f"{role}_col; its columns are: {listed}{more}"
+                f"{role}_col{_listed(present)}"
             )
+    wanted = {role: wanted[role] for role in COLUMN_NAMES if role in wanted}
     _check_roles(wanted)
     _check_columns(path, wanted, present)
-    return {role: wanted[role] for role in COLUMN_NAMES if role in wanted}
+    return wanted
 
 
 def _read_delimited(
@@ -785,14 +804,21 @@ def _read_parquet(path: str | Path, data: bytes, given: dict[str, str | None]) -
     return _standardize(path, frame, wanted)
 
 
+def _listed(present: list[str]) -> str:
+    """``; its columns are: ...`` for a table, nothing for a file whose header did not split
+    into columns: that "header" is the first line of a file that may not be data at all (see
+    :func:`_shown`), and naming the separator helps more."""
+    if len(present) < 2:
+        return "; its first line has no separator, so it is no table with these settings (sep)"
+    listed = ", ".join(repr(c[:80]) for c in present[:50])
+    more = f" and {len(present) - 50} more" if len(present) > 50 else ""
+    return f"; its columns are: {listed}{more}"
+
+
 def _check_columns(path: str | Path, wanted: dict[str, str], present: list[str]) -> None:
     for key, name in wanted.items():
         if name not in present:
-            listed = ", ".join(repr(c[:80]) for c in present[:50])
-            more = f" and {len(present) - 50} more" if len(present) > 50 else ""
-            raise DataError(
-                f"{path}: no column {name!r} (the {key} column); its columns are: {listed}{more}"
-            )
+            raise DataError(f"{path}: no column {name!r} (the {key} column){_listed(present)}")
         if present.count(name) > 1:
             raise DataError(
                 f"{path}: {present.count(name)} columns are named {name!r}, so the {key} column "

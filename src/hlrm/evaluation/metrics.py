@@ -46,8 +46,10 @@ def ranking_metrics(
 ) -> dict[str, np.ndarray]:
     """Per-user values (float64, shape (U,)) of every metric in :data:`METRICS` at every k.
 
-    Keys are ``"<metric>@<k>"``. Every k must lie in ``1..K``; every ``n_relevant`` must be
-    ``>= 1`` (a user with nothing to find has no recall or NDCG and is not evaluated).
+    Keys are ``"<metric>@<k>"``. A k above ``K`` counts the ranks beyond the list as misses
+    (the caller passes all of a list: a cut-off larger than the catalogue); every
+    ``n_relevant`` must be ``>= 1`` (a user with nothing to find has no recall or NDCG and is
+    not evaluated).
     """
     hits = np.asarray(hits, dtype=bool)
     n_relevant = np.asarray(n_relevant, dtype=np.float64)
@@ -56,8 +58,8 @@ def ranking_metrics(
             f"hits must be (U, K) and n_relevant (U,), got {hits.shape} and {n_relevant.shape}"
         )
     depth = hits.shape[1]
-    if any(not 1 <= k <= depth for k in ks):
-        raise ValueError(f"every k must be in 1..{depth}, got {list(ks)}")
+    if depth < 1 or any(k < 1 for k in ks):
+        raise ValueError(f"every k must be >= 1 and the lists non-empty, got {list(ks)}")
     if (n_relevant < 1).any():
         raise ValueError("every user needs at least one relevant item")
 
@@ -69,27 +71,30 @@ def ranking_metrics(
     precision_sum = np.cumsum(h * n_hits / ranks, axis=1)  # Σ_{h_r=1} precision@r
     reciprocal_sum = np.cumsum(h / ranks, axis=1)
     dcg = np.cumsum(h * discount, axis=1)
-    ideal = np.cumsum(discount)  # ideal[n - 1] = DCG of n hits at the top
+    # ideal[n - 1] = DCG of n hits at the top, for n up to the most hits any cut-off allows
+    ideal_depth = max(depth, min(max(ks), int(n_relevant.max(initial=1))))
+    ideal = np.cumsum(1.0 / np.log2(np.arange(2, ideal_depth + 2, dtype=np.float64)))
     any_hit = hits.any(axis=1)
     first_hit_rank = np.where(any_hit, hits.argmax(axis=1) + 1, depth + 1)
 
     out: dict[str, np.ndarray] = {}
     for k in ks:
-        found = n_hits[:, k - 1]
+        last = min(k, depth) - 1  # the running sums stop growing after the list ends
+        found = n_hits[:, last]
         ideal_count = np.minimum(n_relevant, k).astype(np.int64)
-        ndcg = dcg[:, k - 1] / ideal[ideal_count - 1]
+        ndcg = dcg[:, last] / ideal[ideal_count - 1]
         local = np.full(len(found), np.nan)
         has_hit = found > 0
-        local[has_hit] = dcg[has_hit, k - 1] / ideal[found[has_hit].astype(np.int64) - 1]
+        local[has_hit] = dcg[has_hit, last] / ideal[found[has_hit].astype(np.int64) - 1]
         values = {
             "precision": found / k,
             "recall": found / n_relevant,
             "hit": (found > 0).astype(np.float64),
-            "map": precision_sum[:, k - 1] / ideal_count,
-            "mrr": np.where(first_hit_rank <= k, 1.0 / first_hit_rank, 0.0),
+            "map": precision_sum[:, last] / ideal_count,
+            "mrr": np.where(any_hit & (first_hit_rank <= k), 1.0 / first_hit_rank, 0.0),
             "ndcg": ndcg,
-            "paper_map": precision_sum[:, k - 1] / k,
-            "paper_mrr": reciprocal_sum[:, k - 1],
+            "paper_map": precision_sum[:, last] / k,
+            "paper_mrr": reciprocal_sum[:, last],
             "paper_hitrate": found / n_relevant,
             "global_ndcg": ndcg.copy(),
             "local_ndcg": local,

@@ -36,6 +36,7 @@ from hlrm.errors import ConfigError, DataError
 from hlrm.evaluation.metrics import ranking_metrics
 from hlrm.evaluation.ranking import PAD, top_k
 from hlrm.models.base import Recommender
+from hlrm.resources import check_ranking
 from hlrm.training.history import HistorySampler
 
 TARGETS = ("test", "valid")
@@ -88,6 +89,10 @@ def evaluate(
         )
 
     users, cohort_of, n_cohorts = _select_users(candidates, cohorts, cohort_size, seed, max_users)
+    # A list cannot hold more items than there are: ranks beyond them are misses, which
+    # ranking_metrics counts exactly, so a cut-off above the catalogue costs nothing extra.
+    depth = min(max(ks), split.n_items)
+    check_ranking(len(users), depth, f"k={max(ks):,} over {len(users):,} users")
     history_sampler, generator = None, None
     if model.uses_history:
         history_sampler = HistorySampler(
@@ -98,7 +103,7 @@ def evaluate(
         model,
         users,
         known,
-        max(ks),
+        depth,
         history_sampler=history_sampler,
         block_users=block_users,
         device=device,

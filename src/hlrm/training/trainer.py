@@ -25,7 +25,13 @@ from hlrm.errors import ConfigError, TrainingError
 from hlrm.evaluation.metrics import METRICS
 from hlrm.evaluation.protocol import evaluate
 from hlrm.models.base import Recommender
-from hlrm.training.checkpoint import load_checkpoint, save_checkpoint
+from hlrm.training.checkpoint import (
+    MODEL_KEYS,
+    RESUME_KEYS,
+    first_line,
+    load_checkpoint,
+    save_checkpoint,
+)
 from hlrm.training.history import HistorySampler
 from hlrm.training.losses import LOSSES, make_objective
 from hlrm.training.sampler import DISTRIBUTIONS, NegativeSampler, PairBatches
@@ -290,17 +296,24 @@ class Trainer:
         path = self._path("last.pt")
         if path is None or not path.is_file():
             raise TrainingError(f"nothing to resume: {path} does not exist")
-        state = load_checkpoint(path, self.device)
+        state = load_checkpoint(path, self.device, MODEL_KEYS + RESUME_KEYS)
         if state["model"] != self.model.name:
             raise TrainingError(f"{path} holds a {state['model']!r} model, not {self.model.name!r}")
-        self.model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        try:
+            self.model.load_state_dict(state["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            history = [EpochRecord(**r) for r in state.get("history", [])]
+            start_epoch = int(state["epoch"]) + 1
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+            raise TrainingError(
+                f"{path} does not belong to this run's model and data ({first_line(exc)})"
+            ) from None
         self.best_value = state["best_value"]
         self.best_epoch = state["best_epoch"]
         self.stale_epochs = state["stale_epochs"]
-        self.history = [EpochRecord(**r) for r in state["history"]]
-        self.start_epoch = state["epoch"] + 1
+        self.history = history
+        self.start_epoch = start_epoch
 
     # ---- training ----------------------------------------------------------------------------
     def _train_epoch(self, epoch: int, bar: tqdm | None) -> float:
