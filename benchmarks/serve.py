@@ -1,13 +1,17 @@
 """Load test of ``hlrm serve`` on loopback: requests/s and latency, single vs micro-batched.
 
-For each run directory and each serving mode (``--no-batching``: every request scored on its own;
-micro-batched: the default), the real server is started in a subprocess on a free loopback port
-(``hlrm serve RUN --port 0``), warmed up, and then for each concurrency level C, C clients
-(asyncio connections with HTTP/1.1 keep-alive, in this process) send ``GET /recommend`` for
-random known users (k = 10, no explanations unless ``--explain``) back to back until
-``--requests`` answers arrived or ``--seconds`` passed, whichever is first. Reported per row:
-answered requests, requests per second, p50 and p99 latency (from sending the request to
-reading the whole answer). Every answer must be 200. Client and server share the machine.
+For each run directory the real server is started twice in subprocesses on free loopback ports
+(``hlrm serve RUN --port 0``): once scoring every request on its own (``--no-batching``,
+"single") and once micro-batched (the default), and both are warmed up. Then for each
+concurrency level C, C clients (asyncio connections with HTTP/1.1 keep-alive, in this process)
+send ``GET /recommend`` for random known users (k = 10, no explanations unless ``--explain``;
+exact ranking unless ``--ann``) back to back until ``--requests`` answers arrived or
+``--seconds`` passed, whichever is first, to one server and then the other, ``--repeats``
+times interleaved, so both modes see the same background load (the machine may be shared:
+the load average is recorded). Reported per row: medians over the repeats of requests per
+second, its ratio to single's median (the JSON line of a batched row also lists the ratio of
+each interleaved pair), p50 and p99 latency (from sending the request to reading the whole
+answer). Every answer must be 200. Client and server share the machine.
 
     python benchmarks/serve.py RUN_DIR [RUN_DIR ...] --clients 1,8,64 --requests 2000 --seconds 30
 """
@@ -103,6 +107,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--explain", action="store_true")
     parser.add_argument("--modes", default="single,batched")
+    parser.add_argument(
+        "--ann", action="store_true", help="serve with two-stage retrieval (hlrm serve --ann)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per row")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     levels = [int(part) for part in args.clients.split(",")]
@@ -115,38 +123,62 @@ def main() -> None:
                 "requests": args.requests,
                 "seconds": args.seconds,
                 "explain": args.explain,
+                "retrieval": "ann" if args.ann else "exact",
             }
         )
     )
+    modes = args.modes.split(",")
     rows = []
     for run_dir in args.run_dirs:
         split = SplitData.load(str(run_dir / "split.npz"))
         users = [str(u) for u in split.user_ids]
         model = RunConfig.from_toml(run_dir / "config.toml").model.name
-        for mode in args.modes.split(","):
-            extra = ["--no-batching"] if mode == "single" else []
-            process, host, port = start_server(run_dir, extra)
-            try:
+        servers = {}
+        try:
+            for mode in modes:  # both servers up at once, measured in turn under the same load
+                extra = ["--no-batching"] if mode == "single" else []
+                servers[mode] = start_server(run_dir, extra + (["--ann"] if args.ann else []))
+                _, host, port = servers[mode]
                 asyncio.run(load(host, port, users, 4, args.warmup, 60, args.explain, 1))
-                for clients in levels:
-                    result = asyncio.run(
-                        load(host, port, users, clients, args.requests, args.seconds,
-                             args.explain, args.seed)
-                    )  # fmt: skip
-                    row = {"run": str(run_dir), "model": model, "mode": mode,
-                           "clients": clients, **result,
-                           "load_average": os.getloadavg()[0]}  # fmt: skip
-                    print(json.dumps(row), flush=True)
+            for clients in levels:
+                results: dict[str, list[dict]] = {mode: [] for mode in modes}
+                for repeat in range(args.repeats):
+                    for mode in modes:
+                        _, host, port = servers[mode]
+                        result = asyncio.run(
+                            load(host, port, users, clients, args.requests, args.seconds,
+                                 args.explain, args.seed + repeat)
+                        )  # fmt: skip
+                        result["load_average"] = os.getloadavg()[0]
+                        print(json.dumps({"model": model, "mode": mode, "clients": clients,
+                                          "repeat": repeat, **result}), flush=True)  # fmt: skip
+                        results[mode].append(result)
+                for mode in modes:
+                    row = {"model": model, "mode": mode, "clients": clients}
+                    for key in ("requests", "rps", "p50_ms", "p99_ms", "load_average"):
+                        row[key] = float(np.median([r[key] for r in results[mode]]))
+                    if mode != modes[0]:
+                        base = float(np.median([r["rps"] for r in results[modes[0]]]))
+                        row["rps_ratio"] = row["rps"] / base
+                        paired = [
+                            mine["rps"] / other["rps"]
+                            for mine, other in zip(results[mode], results[modes[0]], strict=True)
+                        ]
+                        row["paired_ratios"] = paired
+                        print(json.dumps(row), flush=True)
                     rows.append(row)
-            finally:
+        finally:
+            for process, _, _ in servers.values():
                 process.send_signal(signal.SIGTERM)  # uvicorn shuts down quietly
                 process.wait(timeout=60)
-    print("| model | serving | clients | requests | req/s | p50 ms | p99 ms |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(f"medians of {args.repeats} interleaved repeats")
+    print("| model | serving | clients | req/s | ratio to single | p50 ms | p99 ms | load avg |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
+        ratio = f"{row['rps_ratio']:.2f}×" if "rps_ratio" in row else "1"
         print(
-            f"| {row['model']} | {row['mode']} | {row['clients']} | {row['requests']} | "
-            f"{row['rps']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
+            f"| {row['model']} | {row['mode']} | {row['clients']} | {row['rps']:.1f} | {ratio} | "
+            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['load_average']:.1f} |"
         )
 
 
