@@ -190,3 +190,44 @@ def test_owned_equals_the_binary_search_membership():
         items = torch.randint(split.n_items, (40,), generator=generator)  # with repeats
         expected = sampler.contains(users.unsqueeze(1), items.unsqueeze(0))
         assert torch.equal(sampler.owned(users, items), expected)
+
+
+def test_history_dropout_turns_entries_into_padding_reproducibly():
+    from hlrm.training.sampler import drop_history
+
+    items = torch.arange(4000).reshape(100, 40)
+    mask = torch.ones(100, 40, dtype=torch.bool)
+    mask[:, 30:] = False
+    items = items.masked_fill(~mask, 9999)
+    dropped = drop_history(History(items, mask), 0.25, 9999, torch.Generator().manual_seed(1))
+    again = drop_history(History(items, mask), 0.25, 9999, torch.Generator().manual_seed(1))
+    assert torch.equal(dropped.items, again.items) and torch.equal(dropped.mask, again.mask)
+    assert not (dropped.mask & ~mask).any()  # padding never comes back
+    assert torch.equal(dropped.items == 9999, ~dropped.mask)  # dropped entries are padding
+    share = 1 - dropped.mask.sum().item() / mask.sum().item()
+    assert 0.2 < share < 0.3
+    with pytest.raises(ConfigError, match="history_dropout"):
+        TrainConfig(epochs=1, lr=1e-2, history_dropout=1.0).for_model(
+            create_model("hlr", 4, 4, dim=2)
+        ).validate()
+
+
+def test_relation_weight_decay_shrinks_the_memory_and_spares_the_tables():
+    split = random_split()
+
+    def fit(decay):
+        torch.manual_seed(0)
+        model = create_model("hlr", split.n_users, split.n_items, dim=8, history_size=5)
+        config = TrainConfig(
+            epochs=2, batch_size=64, lr=1e-2, device="cpu", relation_weight_decay=decay,
+            history_dropout=0.2,
+        )  # fmt: skip
+        Trainer(model, split, config.for_model(model), progress=False).fit()
+        return model
+
+    plain, decayed = fit(0.0), fit(10.0)
+    assert decayed.lram.memory.norm() < plain.lram.memory.norm()
+    config = TrainConfig(epochs=1, lr=1e-2, relation_weight_decay=1.0).for_model(decayed)
+    optimizer = Trainer(decayed, split, config, progress=False).optimizer
+    groups = [len(group["params"]) for group in optimizer.param_groups]
+    assert groups == [2, len(list(decayed.parameters())) - 2]

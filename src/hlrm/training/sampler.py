@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from hlrm.errors import ConfigError, DataError
-from hlrm.models.base import TrainBatch
+from hlrm.models.base import History, TrainBatch
 from hlrm.training.history import HistorySampler
 
 MAX_REDRAWS = 1000
@@ -160,6 +160,7 @@ class PairBatches:
         n_negatives: int = 1,
         shared: bool = False,
         history: HistorySampler | None = None,
+        history_dropout: float = 0.0,
         shuffle: str = "epoch",
         rotating_skip: bool = False,
         seed: int = 0,
@@ -176,6 +177,9 @@ class PairBatches:
         self.n_negatives = n_negatives
         self.shared = shared
         self.history = history
+        if not 0.0 <= history_dropout < 1.0:
+            raise ConfigError(f"history_dropout must be in [0, 1), not {history_dropout!r}")
+        self.history_dropout = history_dropout
         self.shuffle = shuffle
         self.rotating_skip = rotating_skip
         self.seed = seed
@@ -223,4 +227,18 @@ class PairBatches:
                 if self.history is None
                 else self.history.sample(users, exclude=positives, generator=generator)
             )
+            if history is not None and self.history_dropout > 0:
+                history = drop_history(history, self.history_dropout, self.history.pad, generator)
             yield TrainBatch(users, positives, negatives, history, self.shared, log_weights)
+
+
+def drop_history(history: History, rate: float, pad: int, generator: torch.Generator) -> History:
+    """Pools with each real entry dropped with probability ``rate`` (dropout on history slots, a
+    regulariser of the history models, training only). A dropped entry becomes padding (item
+    ``pad``, masked), exactly what a shorter pool holds, so the official "+1" padding rules of
+    AdaCML and HLR++ still admit a zero vector; a row may lose every entry, which the models
+    handle as a user without history."""
+    keep = history.mask & (
+        torch.rand(history.mask.shape, generator=generator, device=history.mask.device) >= rate
+    )
+    return History(history.items.masked_fill(~keep, pad), keep)
