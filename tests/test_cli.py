@@ -218,6 +218,8 @@ def test_original_project_options(monkeypatch, capsys, tmp_path):
 def test_relation_models_end_to_end_on_ml100k(monkeypatch, capsys, tmp_path, data_env, model):
     run_dir = tmp_path / model
     history = ["--num-inter", "10"] if model in ("hlr", "hlr++", "adacml") else []
+    if model in ("hlr", "hlr++"):
+        history += ["--pretrain", "none"]  # the two-stage default: tests/test_pretrain.py
     code, _, err = run_cli(
         monkeypatch, capsys, "train", "--model", model, "--dataset", "ml-100k", "--epochs", "1",
         *history, "--lr", "0.002", "--run-dir", str(run_dir), "--quiet",

@@ -472,7 +472,7 @@ def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
             "loss", "temperature", "negatives", "shared_negatives", "negative_sampling",
             "negative_selection", "rank_weight", "shuffle", "rotating_skip",
             "select_by",
-            "patience", "freeze_embeddings", "device", "deterministic",
+            "patience", "freeze_embeddings", "device", "deterministic", "pretrain",
         ),
         "eval": ("cohorts", "cohort_size", "max_users", "memory_mib"),
     }  # fmt: skip
@@ -634,6 +634,13 @@ def train_command(
         bool | None,
         option("Keep warm-started embeddings fixed.", default=DEFAULTS["freeze_embeddings"]),
     ] = None,
+    pretrain: Annotated[
+        str | None,
+        typer.Option(
+            help="Train this model first and start from its embeddings: cml (the default of "
+            "HLR and HLR++) or none (random weights)."
+        ),
+    ] = None,
     deterministic: Annotated[
         bool | None,
         option(
@@ -694,6 +701,7 @@ def train_command(
         rank_weight=rank_weight, shuffle=shuffle, rotating_skip=rotating_skip,
         select_by=select_by, patience=patience,
         freeze_embeddings=freeze_embeddings, deterministic=deterministic, device=device,
+        pretrain=pretrain,
         seed=seed, ks=k,
         cohorts=cohorts, cohort_size=cohort_size, max_users=eval_size, memory_mib=score_memory,
         init_from=init_from, params=param, model_params={

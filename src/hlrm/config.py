@@ -95,8 +95,20 @@ class RunConfig:
         if self.seed < 0 or self.data.seed < 0:
             raise ConfigError(f"the seed must be a non-negative integer, not {self.seed}")
         model = self.model.resolved()
-        train = self.train.for_model(MODELS[model.name])
+        train = self.train
+        if self.init_from and train.pretrain is None:  # an explicit starting point wins
+            train = dataclasses.replace(train, pretrain="none")
+        train = train.for_model(MODELS[model.name])
         train.validate()
+        if train.pretrain != "none":
+            if self.init_from:
+                raise ConfigError(
+                    f"init_from and pretrain = {train.pretrain!r} both give the starting point; "
+                    f"set pretrain = 'none' to start from {self.init_from}"
+                )
+            if "memory_init" in model.params and "memory_init" not in self.model.params:
+                # a zero memory starts the model exactly at its pretrained source
+                model.params["memory_init"] = "zero"
         self.eval.validate()
         return dataclasses.replace(self, data=self.data.resolved(), model=model, train=train)
 

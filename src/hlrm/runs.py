@@ -15,6 +15,7 @@ Layout::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import platform
@@ -30,7 +31,7 @@ import scipy.sparse as sp
 import torch
 
 import hlrm
-from hlrm.config import RunConfig
+from hlrm.config import ModelConfig, RunConfig
 from hlrm.data.matrix import SplitData
 from hlrm.data.pipeline import data_checksums, data_notes, load_split
 from hlrm.errors import ConfigError, HlrmError
@@ -40,7 +41,7 @@ from hlrm.models.base import Recommender, create_model
 from hlrm.models.memory import Explanation
 from hlrm.resources import check_training
 from hlrm.training.checkpoint import first_line, load_checkpoint
-from hlrm.training.trainer import EpochRecord, Trainer, resolve_device
+from hlrm.training.trainer import EpochRecord, TrainConfig, Trainer, resolve_device
 
 if TYPE_CHECKING:
     from hlrm.retrieval import AnnIndex
@@ -50,7 +51,10 @@ CONFIG = "config.toml"
 #: keeps its study there, and a run stopped before its first checkpoint leaves these files,
 #: which are simply written again (without ``checkpoints/last.pt`` there is nothing to resume).
 LOCK = ".lock"
-OWN_ENTRIES = {"tuning", "checkpoints", CONFIG, "split.npz", "meta.json", "history.csv", LOCK}
+PRETRAIN = "pretrain"  # the first stage of a run with ``pretrain`` (a run directory itself)
+OWN_ENTRIES = {
+    "tuning", "checkpoints", PRETRAIN, CONFIG, "split.npz", "meta.json", "history.csv", LOCK
+}  # fmt: skip
 BEST = "checkpoints/best.pt"
 
 
@@ -144,16 +148,16 @@ def read_metrics(path: Path) -> dict[str, Any] | None:
     return metrics
 
 
-def _warm_start(model: Recommender, run_dir: str) -> None:
-    source = model_from_checkpoint(load_checkpoint(Path(run_dir) / BEST, "cpu"), run_dir)
+def _warm_start(model: Recommender, source: Recommender, origin: str) -> None:
+    """Copy the user and item embeddings of ``source`` (trained in ``origin``) into ``model``."""
     for name in ("user_embeddings", "item_embeddings"):
         target = getattr(model, name, None)
         weights = getattr(source, name, None)
         if target is None or weights is None:
-            raise ConfigError(f"--init-from: {name} missing in {model.name!r} or {source.name!r}")
+            raise ConfigError(f"{origin}: {name} missing in {model.name!r} or {source.name!r}")
         if target.shape != weights.shape:
             raise ConfigError(
-                f"--init-from {run_dir}: {name} has shape {tuple(weights.shape)}, "
+                f"--init-from {origin}: {name} has shape {tuple(weights.shape)}, "
                 f"this model needs {tuple(target.shape)} (same dataset, split and dim required)"
             )
         with torch.no_grad():
@@ -275,8 +279,13 @@ def train(
             log(f"note: {note}")
     check_training(config, split)  # sizes against memory, before anything is allocated
     model = create_model(config.model.name, split.n_users, split.n_items, **config.model.params)
-    if config.init_from:
-        _warm_start(model, config.init_from)
+    if config.train.pretrain != "none":
+        _warm_start(model, _pretrained(config, path, progress, log), "pretraining")
+    elif config.init_from:
+        source = model_from_checkpoint(
+            load_checkpoint(Path(config.init_from) / BEST, "cpu"), config.init_from
+        )
+        _warm_start(model, source, config.init_from)
 
     def log_epoch(_: EpochRecord) -> None:
         if path is not None:
@@ -329,6 +338,45 @@ def train(
         if lock is not None:
             lock.close()  # releases the lock
     return run
+
+
+def pretrain_config(config: RunConfig) -> RunConfig:
+    """The first stage of a run with ``pretrain``: that model with its own default recipe on
+    the same data, seed, evaluation and device, and the embedding size of the second stage."""
+    params = {key: config.model.params[key] for key in ("dim", "max_norm")}
+    train = TrainConfig(
+        batch_size=config.train.batch_size,
+        device=config.train.device,
+        deterministic=config.train.deterministic,
+    )
+    stage = RunConfig(config.seed, config.data, ModelConfig(config.train.pretrain, params), train)
+    return dataclasses.replace(stage, eval=config.eval).resolved()
+
+
+def _pretrained(
+    config: RunConfig,
+    path: Path | None,
+    progress: bool,
+    log: Callable[[str], None] | None,
+) -> Recommender:
+    """The trained first stage of ``config``, kept in ``<run dir>/pretrain`` (a run directory of
+    its own): reused when it finished earlier, resumed when it was interrupted."""
+    stage = None if path is None else path / PRETRAIN
+    if stage is not None and (stage / "metrics.json").is_file():
+        return Run.open(stage).model
+    if log is not None:
+        log(
+            f"note: stage 1 of 2: {config.train.pretrain} with its default recipe, whose "
+            f"embeddings start {config.model.name} (pretrain = 'none' starts from scratch)"
+        )
+    resume = stage is not None and (stage / "checkpoints" / "last.pt").is_file()
+    run = train(pretrain_config(config), stage, resume=resume, progress=progress, log=None)
+    if log is not None and run.metrics is not None:
+        log(
+            f"note: stage 2 of 2: {config.model.name}; the {config.train.pretrain} stage "
+            f"reached test NDCG@10 {run.metrics.get('ndcg@10', float('nan')):.4f}"
+        )
+    return run.model
 
 
 @dataclass

@@ -118,6 +118,9 @@ class Recommender(nn.Module):
     #: This model's default training options where they differ from the library's recipe
     #: (:data:`hlrm.training.trainer.DEFAULT_RECIPE`); a user's own values override both.
     train_recipe: ClassVar[dict[str, Any]] = {}
+    #: Training options of the second stage when the run starts from a pretrained model
+    #: (``pretrain``), where they differ from ``train_recipe``.
+    pretrained_recipe: ClassVar[dict[str, Any]] = {}
     #: Elements of the largest tensor scoring may build (2^21 float32 = 8 MiB): the evaluator
     #: blocks users, and factorised scorers block items, to stay within it. Several such
     #: tensors can be alive at once. ``top_k(memory_mib=...)`` sets it for one ranking. Small

@@ -54,7 +54,12 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "negative_sampling": "uniform",
     "select_by": "ndcg@10",
     "patience": 10,
+    "pretrain": "none",
 }
+
+#: What ``pretrain`` may name: "none", or a model trained first (with its own default recipe)
+#: whose user and item embeddings start this one (:func:`hlrm.runs.train`).
+PRETRAIN_MODELS = ("none", "cml")
 
 
 @dataclass
@@ -86,6 +91,9 @@ class TrainConfig:
     #: on every parameter other than the user and item tables (keys, memory, scales).
     history_dropout: float = 0.0
     relation_weight_decay: float = 0.0
+    #: "cml": train a CML first (its default recipe, same data and seed) and start from its
+    #: embeddings, the HLR models' default; "none": start from random weights.
+    pretrain: str | None = None
     device: str = "auto"
     #: PyTorch's deterministic algorithms while training: with more than one thread the default
     #: kernels accumulate embedding gradients in a varying order, so two same-seed runs (or a
@@ -93,8 +101,13 @@ class TrainConfig:
     deterministic: bool = True
 
     def for_model(self, model: type[Recommender] | Recommender) -> TrainConfig:
-        """This configuration with every unset option taken from ``model``'s recipe."""
+        """This configuration with every unset option taken from ``model``'s recipe: the
+        library's, the model's ``train_recipe`` on top, and its ``pretrained_recipe`` on top of
+        both when the run starts from a pretrained model (``pretrain``)."""
         recipe = {**DEFAULT_RECIPE, **model.train_recipe}
+        pretrain = recipe["pretrain"] if self.pretrain is None else self.pretrain
+        if pretrain != "none":
+            recipe.update(model.pretrained_recipe)
         unset = {key: value for key, value in recipe.items() if getattr(self, key) is None}
         return dataclasses.replace(self, **unset)
 
@@ -130,6 +143,8 @@ class TrainConfig:
                 )
         if self.patience < 0 or self.lr_gamma <= 0 or self.clip_grad < 0:
             raise ConfigError("patience and clip_grad must be >= 0 and lr_gamma > 0")
+        if self.pretrain not in PRETRAIN_MODELS:
+            raise ConfigError(f"pretrain must be one of {PRETRAIN_MODELS}, not {self.pretrain!r}")
         if not 0.0 <= self.history_dropout < 1.0:
             raise ConfigError(f"history_dropout must be in [0, 1), not {self.history_dropout}")
         if not (self.relation_weight_decay >= 0 and math.isfinite(self.relation_weight_decay)):
