@@ -89,7 +89,7 @@ def main() -> None:
             "protocol": str(args.protocol),
             "recipe": label,
             "options": options,
-            "epochs_run": len(history),
+            "epochs_run": 0 if fitted else int((history["epoch"] > 0).sum()),  # 0: the start
             "best_epoch": None if kept is None else int(kept["epoch"]),
             "valid_metric": (
                 None

@@ -78,3 +78,22 @@ def test_the_second_stage_starts_at_the_first_and_a_rerun_reuses_it(tmp_path):
     again = train(config(path=data, epochs=2), rerun, progress=False, log=notes.append)
     assert not any("stage 1 of 2" in note for note in notes)
     assert again.metrics["ndcg@10"] == run.metrics["ndcg@10"]
+
+
+def test_keep_start_scores_epoch_zero_and_keeps_it_when_training_hurts(tmp_path):
+    from hlrm.models import create_model
+    from hlrm.training.trainer import Trainer
+    from test_training import random_split
+
+    split = random_split()
+    torch.manual_seed(0)
+    model = create_model("cml", split.n_users, split.n_items, dim=8)
+    start = model.user_embeddings.detach().clone()
+    config = TrainConfig(epochs=2, lr=50.0, keep_start=True, device="cpu").for_model(model)
+    trainer = Trainer(model, split, config, progress=False, checkpoint_dir=tmp_path)
+    history = trainer.fit()
+    assert [record.epoch for record in history] == [0, 1, 2]
+    assert history[0].best and history[0].valid_metric is not None
+    if trainer.best_epoch == 0:  # an absurd learning rate: the start stays the best
+        trainer.load_best()
+        assert torch.equal(model.user_embeddings, start)

@@ -720,12 +720,15 @@ def _runs_table(results: dict[str, ModelResult]) -> list[str]:
         for planned, history in zip(result.runs, result.histories, strict=True):
             source = planned.config.init_from
             warm = Path(source).relative_to("runs").as_posix() if source else "–"
+            if planned.config.train.pretrain not in (None, "none"):
+                warm = f"{planned.config.train.pretrain} (pretrained in the run)"
             if history.empty:  # fitted in closed form or counted, not trained by epochs
                 lines.append(f"| {label} | {planned.seed} | – | – | – | {warm} |")
                 continue
             kept = history.loc[history["best"].astype(bool), "epoch"]
             lines.append(
-                f"| {label} | {planned.seed} | {len(history)} / {planned.config.train.epochs} | "
+                f"| {label} | {planned.seed} | {int((history['epoch'] > 0).sum())} / "
+                f"{planned.config.train.epochs} | "
                 f"{int(kept.iloc[-1]) if len(kept) else '–'} | {history['seconds'].sum():.0f} | "
                 f"{warm} |"
             )

@@ -83,7 +83,13 @@ class HLR(MemoryTranslationModel):
     #: authors' warm start. From scratch the softmax recipe needs about 100 relation epochs, hours
     #: on 2 CPU cores, and ended below CML; warm-started HLR matches CML (docs/results.md).
     train_recipe = {**MemoryTranslationModel.train_recipe, "pretrain": "cml"}
-    pretrained_recipe = {"lr": 2e-4, "epochs": 15, "patience": 5, "negatives": 10}
+    pretrained_recipe = {
+        "lr": 2e-4,
+        "epochs": 15,
+        "patience": 5,
+        "negatives": 10,
+        "keep_start": True,
+    }
 
     def __init__(
         self,

@@ -55,6 +55,7 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "select_by": "ndcg@10",
     "patience": 10,
     "pretrain": "none",
+    "keep_start": False,
 }
 
 #: What ``pretrain`` may name: "none", or a model trained first (with its own default recipe)
@@ -94,6 +95,9 @@ class TrainConfig:
     #: "cml": train a CML first (its default recipe, same data and seed) and start from its
     #: embeddings, the HLR models' default; "none": start from random weights.
     pretrain: str | None = None
+    #: Score the starting weights on validation as "epoch 0" and keep them unless an epoch beats
+    #: them (a warm start is then never made worse); on for a pretrained HLR.
+    keep_start: bool | None = None
     device: str = "auto"
     #: PyTorch's deterministic algorithms while training: with more than one thread the default
     #: kernels accumulate embedding gradients in a varying order, so two same-seed runs (or a
@@ -422,6 +426,8 @@ class Trainer:
         # warn_only: an op without a deterministic kernel (some CUDA ones) warns instead of failing
         torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
         try:
+            if config.keep_start and not self.history and self.valid_batches is not None:
+                self._score_start()
             for epoch in epochs:
                 if bar is not None:
                     bar.set_description(f"epoch {epoch}/{config.epochs}")
@@ -431,7 +437,9 @@ class Trainer:
                 value, metric = self._selection_value(valid_loss)
                 # Without a validation split the latest epoch is the one kept.
                 improved = (
-                    self.valid_batches is None or self.best_epoch == 0 or value < self.best_value
+                    self.valid_batches is None
+                    or math.isinf(self.best_value)
+                    or value < self.best_value
                 )
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
@@ -465,6 +473,23 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return self.history
+
+    def _score_start(self) -> None:
+        """Epoch 0: the weights training starts from, scored on validation and kept as the best
+        so far (``keep_start``)."""
+        started = time.perf_counter()
+        valid_loss = self.validation_loss()
+        self.best_value, metric = self._selection_value(valid_loss)
+        self.best_epoch = 0
+        self.save_best()
+        lr = self.optimizer.param_groups[0]["lr"]
+        record = EpochRecord(
+            0, math.nan, valid_loss, metric, lr, time.perf_counter() - started, True
+        )
+        self.history.append(record)
+        self._save_last(0)
+        if self.on_epoch is not None:
+            self.on_epoch(record)
 
     def load_best(self) -> None:
         """Restore the best epoch's weights (in memory if no checkpoint directory)."""
