@@ -20,7 +20,7 @@ from hlrm.models.base import MODELS, model_parameters
 from hlrm.training.history import SAMPLING_MODES
 from hlrm.training.losses import LOSSES, NEGATIVE_SELECTIONS, REDUCTIONS
 from hlrm.training.sampler import DISTRIBUTIONS
-from hlrm.training.trainer import DEFAULT_RECIPE, TrainConfig
+from hlrm.training.trainer import DEFAULT_RECIPE, PRETRAIN_MODELS, TrainConfig
 from test_console_script import SCRIPT, run_script
 
 #: Options that have no default to show: what to work on, switches, and free text.
@@ -101,6 +101,7 @@ def test_choices_are_the_librarys():
     assert cli.NEGATIVE_SAMPLINGS == DISTRIBUTIONS
     assert cli.NEGATIVE_SELECTIONS == NEGATIVE_SELECTIONS
     assert cli.HISTORY_SAMPLINGS == SAMPLING_MODES
+    assert cli.PRETRAINS == PRETRAIN_MODELS
 
 
 def test_one_option_has_one_name_in_every_command():
@@ -150,7 +151,7 @@ def test_help_lists_choices_and_defaults():
         timeout=60,
     )
     assert "One of: hinge, softmax." in result.stdout
-    assert "[default: 0.001]" in result.stdout
+    assert "[default: 0.001; 0.0002 for hlr, hlr++ after their cml stage]" in result.stdout
 
 
 def test_tables_are_not_cut_when_the_output_is_not_a_terminal(capsys, monkeypatch):

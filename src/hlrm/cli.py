@@ -147,16 +147,17 @@ DEFAULTS = {
     "min_rating": "the dataset's; none for --data",
     "core": "the dataset's; 1 for --data",
     "split": "the dataset's; random for --data",
-    "epochs": "100",
+    "epochs": "100; 15 for hlr, hlr++ after their cml stage",
     "batch_size": "1000",
-    "lr": "0.001",
+    "lr": "0.001; 0.0002 for hlr, hlr++ after their cml stage",
     "lr_gamma": "1.0 (no decay)",
     "clip_grad": "0 (off)",
     "margin": "0.5",
     "reduction": "mean",
     "loss": "softmax; hinge for transcf",
     "temperature": "0.35",
-    "negatives": "500; 20 for adacml, hlr, hlr++, lrml; 1 for bpr, transcf",
+    "negatives": "500; 20 for adacml, hlr, hlr++, lrml; 10 for hlr, hlr++ after their cml stage; "
+    "1 for bpr, transcf",
     "shared_negatives": "shared; per positive for adacml, bpr, hlr, hlr++, lrml, transcf",
     "negative_sampling": "uniform",
     "negative_selection": "all",
@@ -164,8 +165,12 @@ DEFAULTS = {
     "shuffle": "epoch",
     "rotating_skip": "off",
     "select_by": "ndcg@10",
-    "patience": "10",
+    "patience": "10; 5 for hlr, hlr++ after their cml stage",
     "freeze_embeddings": "off",
+    "pretrain": "none; cml for hlr, hlr++",
+    "keep_start": "off; on for hlr, hlr++ after their cml stage",
+    "history_dropout": "0 (off)",
+    "relation_weight_decay": "0 (off)",
     "deterministic": "on",
     "dim": "100",
     "n_slots": "20",
@@ -192,6 +197,7 @@ NEGATIVE_SAMPLINGS = ("uniform", "popularity")
 NEGATIVE_SELECTIONS = ("all", "closest")
 SHUFFLES = ("epoch", "once")
 HISTORY_SAMPLINGS = ("random", "unpop")
+PRETRAINS = ("none", "cml")
 HLRM_TYPES = {"base": "hlr", "plus": "hlr++"}
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 
@@ -636,9 +642,11 @@ def train_command(
     ] = None,
     pretrain: Annotated[
         str | None,
-        typer.Option(
-            help="Train this model first and start from its embeddings: cml (the default of "
-            "HLR and HLR++) or none (random weights)."
+        choice(
+            PRETRAINS,
+            "Train this model first (its default recipe) and start from its embeddings; none: "
+            "random weights.",
+            default=DEFAULTS["pretrain"],
         ),
     ] = None,
     deterministic: Annotated[
