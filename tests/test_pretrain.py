@@ -11,7 +11,7 @@ import torch
 
 from hlrm.config import ModelConfig, RunConfig
 from hlrm.data.pipeline import DataConfig
-from hlrm.errors import ConfigError
+from hlrm.errors import ConfigError, HlrmError
 from hlrm.runs import Run, pretrain_config, train
 from hlrm.training.trainer import TrainConfig
 
@@ -97,3 +97,14 @@ def test_keep_start_scores_epoch_zero_and_keeps_it_when_training_hurts(tmp_path)
     if trainer.best_epoch == 0:  # an absurd learning rate: the start stays the best
         trainer.load_best()
         assert torch.equal(model.user_embeddings, start)
+
+
+def test_a_finished_stage_trained_otherwise_is_refused(tmp_path):
+    data = small_log(tmp_path / "log.csv")
+    train(config(path=data, epochs=1), tmp_path / "run", progress=False)
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "run" / "pretrain", other / "pretrain")
+    changed = config(path=data, epochs=1)
+    changed.model.params["dim"] = 6
+    with pytest.raises(HlrmError, match="first stage trained with other options"):
+        train(changed, other, progress=False)

@@ -362,15 +362,22 @@ def _pretrained(
     """The trained first stage of ``config``, kept in ``<run dir>/pretrain`` (a run directory of
     its own): reused when it finished earlier, resumed when it was interrupted."""
     stage = None if path is None else path / PRETRAIN
+    wanted = pretrain_config(config)
     if stage is not None and (stage / "metrics.json").is_file():
-        return Run.open(stage).model
+        finished = Run.open(stage)
+        if finished.config.to_dict() != wanted.to_dict():
+            raise HlrmError(
+                f"{stage} holds a first stage trained with other options or data; delete it "
+                f"or choose another --run-dir"
+            )
+        return finished.model
     if log is not None:
         log(
             f"note: stage 1 of 2: {config.train.pretrain} with its default recipe, whose "
             f"embeddings start {config.model.name} (pretrain = 'none' starts from scratch)"
         )
     resume = stage is not None and (stage / "checkpoints" / "last.pt").is_file()
-    run = train(pretrain_config(config), stage, resume=resume, progress=progress, log=None)
+    run = train(wanted, stage, resume=resume, progress=progress, log=None)
     if log is not None and run.metrics is not None:
         log(
             f"note: stage 2 of 2: {config.model.name}; the {config.train.pretrain} stage "
