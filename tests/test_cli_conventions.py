@@ -14,6 +14,7 @@ import typer
 from cli_helpers import run_cli
 from hlrm import cli
 from hlrm.config import EvalConfig, RunConfig
+from hlrm.data.pipeline import DataConfig
 from hlrm.data.readers import FORMATS
 from hlrm.data.splits import SPLITS
 from hlrm.models.base import MODELS, model_parameters
@@ -25,7 +26,7 @@ from test_console_script import SCRIPT, run_script
 
 #: Options that have no default to show: what to work on, switches, and free text.
 WITHOUT_DEFAULT = {"dataset", "data", "config", "user", "items", "init_from", "param", "hlrm_type"}
-WITHOUT_DEFAULT |= {"as_json", "help", "version", "out", "run_dir"}
+WITHOUT_DEFAULT |= {"as_json", "help", "version", "out", "run_dir", "users"}
 
 
 def click_commands() -> dict[str, object]:
@@ -85,6 +86,7 @@ def test_the_defaults_shown_are_the_librarys():
     assert int(first_value(defaults["cohort_size"])) == evaluation.cohort_size
     assert int(first_value(defaults["max_users"])) == evaluation.max_users
     assert float(first_value(defaults["memory_mib"])) == evaluation.memory_mib
+    assert first_value(defaults["fractions"]) == ",".join(f"{f:g}" for f in DataConfig().fractions)
     assert int(defaults["seed"]) == RunConfig().seed
     assert defaults["model"] == RunConfig().model.name
     for key in ("dim", "n_slots", "history_size", "history_sampling"):

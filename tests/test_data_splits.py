@@ -167,9 +167,12 @@ def test_dispatch_and_fraction_errors() -> None:
         split_interactions(df, "kfold")
     with pytest.raises(ConfigError, match="sum to 1"):
         check_fractions((0.5, 0.1, 0.1))
-    with pytest.raises(ConfigError, match="train and test shares must be positive"):
+    with pytest.raises(ConfigError, match="the train share must be positive"):
         check_fractions((0.0, 0.5, 0.5))
     assert check_fractions([0.8, 0.0, 0.2]) == (0.8, 0.0, 0.2)
+    # a zero test share: deployment, everything but validation is trained on
+    deployed = split_interactions(df, "random", fractions=(0.9, 0.1, 0.0))
+    assert len(deployed.test) == 0 and len(deployed.valid) == math.ceil(0.1 * len(df))
     tiny = pd.DataFrame({"user": [0, 1], "item": [0, 1], "timestamp": [1, 2]})
     with pytest.raises(DataError, match="left the test part empty"):
         split_interactions(tiny, "leave_one_out")

@@ -246,15 +246,25 @@ def test_hlrpp_explanations_cover_both_modules():
         assert math.isclose(sum(w for _, w in ranking), 1.0)
 
 
-def test_lrml_explanations_are_memory_mixtures():
+def test_lrml_explains_with_the_owned_items_of_closest_relation():
     model = build("lrml", n_slots=SLOTS)
-    (explanation,) = model.explain(2, torch.tensor([5]))
-    ranking = explanation.attention["memory"]
-    assert sorted(label for label, _ in ranking) == list(range(SLOTS))
+    owned = torch.tensor([[1, 4, 6, 9]])
+    (explanation,) = model.explain(2, torch.tensor([5]), History(owned, torch.ones_like(owned) > 0))
+    assert explanation.attention == {} and explanation.effects is None
+    labels = [label for label, _ in explanation.related]
+    assert sorted(labels) == [1, 4, 6, 9]
     with torch.no_grad():
-        u, i = model.user_embeddings[2], model.item_embeddings[5]
-        expected = torch.softmax((u * i) @ model.lram.keys, -1).tolist()
-    assert dict(ranking) == pytest.approx(dict(enumerate(expected)))
+        u = model.user_embeddings[2]
+        target = lram(model, u, model.item_embeddings[5])
+        expected = {
+            j: float(torch.cosine_similarity(lram(model, u, model.item_embeddings[j]), target, 0))
+            for j in labels
+        }
+    assert dict(explanation.related) == pytest.approx(expected, abs=1e-6)
+    similarities = [value for _, value in explanation.related]
+    assert similarities == sorted(similarities, reverse=True)
+    (alone,) = model.explain(2, torch.tensor([5]))  # without the user's items: nothing related
+    assert alone.related == []
 
 
 def test_registry_names_aliases_and_options():

@@ -9,8 +9,8 @@ import torch
 from hlrm.config import RunConfig
 from hlrm.data.matrix import SplitData, binary_csr
 from hlrm.errors import ConfigError, UnknownIdError
-from hlrm.models.base import create_model
-from hlrm.runs import Run, recommend, recommend_many, similar_items
+from hlrm.models.base import History, create_model
+from hlrm.runs import Run, recommend, recommend_many, recommend_table, similar_items
 from hlrm.training.history import HistorySampler, keyed_uniform
 
 N_USERS, N_ITEMS = 48, 30
@@ -163,3 +163,94 @@ def test_keyed_uniform_is_uniform_and_deterministic():
     assert values.min() >= 0 and values.max() < 1
     counts = torch.histc(values, bins=10, min=0, max=1)
     assert (counts - 10_000).abs().max() < 500
+
+
+def test_table_matches_the_lists(run):
+    users = ["u5", "u0", "u7"]
+    table = recommend_table(run, users, k=4)
+    lists = recommend_many(run, users, k=4)
+    pairs = zip(users, lists, strict=True)
+    expected = [(user, r.rank, r.item_id, r.score) for user, recs in pairs for r in recs]
+    got = list(table[["user_id", "rank", "item_id", "score"]].itertuples(index=False, name=None))
+    assert [row[:3] for row in got] == [row[:3] for row in expected]
+    np.testing.assert_allclose([row[3] for row in got], [row[3] for row in expected], rtol=1e-6)
+    assert list(table.columns) == ["user_id", "rank", "item_id", "score", "title"]
+    every = recommend_table(run, None, k=2)
+    assert list(every["user_id"].unique()) == list(run.split.user_ids)
+
+
+@pytest.mark.parametrize("name", ["hlr", "hlr++", "adacml"])
+def test_effects_are_the_score_drop_without_each_history_item(name):
+    run = small_run(name)
+    model, user = run.model, 5
+    recs = recommend_many(run, ["u5"], k=3, explain=True)[0]
+    sampler = HistorySampler(
+        run.split.everything, model.history_size, model.history_sampling, keyed_seed=2021
+    )
+    pool = sampler.sample(torch.tensor([user]))
+    targets = torch.tensor([r.item for r in recs])
+    explanations = model.explain(user, targets, pool)
+    valid = pool.items[0][pool.mask[0]].tolist()
+    with torch.no_grad():
+        full = model.score(torch.tensor([user]), pool)[0, targets]
+        for slot, item in enumerate(pool.items[0].tolist()):
+            if item == model.n_items:
+                continue
+            items, mask = pool.items.clone(), pool.mask.clone()
+            items[0, slot], mask[0, slot] = model.n_items, False  # the slot becomes padding
+            without = model.score(torch.tensor([user]), History(items, mask))[0, targets]
+            for explanation, before, after in zip(explanations, full, without, strict=True):
+                assert explanation.effects[item] == pytest.approx(float(before - after), abs=1e-5)
+    for rec, explanation in zip(recs, explanations, strict=True):
+        assert set(explanation.effects) == set(valid)
+        rows = rec.explanation["history_effect"]
+        assert [row["effect"] for row in rows] == sorted(
+            (row["effect"] for row in rows), reverse=True
+        )
+        total = sum(abs(value) for value in explanation.effects.values())
+        for row in rows:
+            index = run.split.items.index(row["item_id"])
+            assert row["share"] == pytest.approx(explanation.effects[index] / total)
+        for module, entries in rec.explanation.items():
+            if module.endswith("attention"):
+                n = len(explanation.attention[module])
+                assert all(entry["uniform"] == pytest.approx(1 / n) for entry in entries)
+
+
+def test_lrml_explains_with_the_users_items_of_closest_relation():
+    run = small_run("lrml")
+    model, user = run.model, 9
+    recs = recommend_many(run, ["u9"], k=2, explain=True)[0]
+    owned = run.split.everything[user].indices
+    for rec in recs:
+        related = rec.explanation["related"]
+        assert "memory" not in rec.explanation
+        assert {row["item_id"] for row in related} <= {f"item-{i}" for i in owned}
+        with torch.no_grad():
+            vector = model.user_embeddings[user]
+            target = model.lram.relation(vector, model.item_embeddings[rec.item])
+            others = model.lram.relation(vector, model.item_embeddings[torch.from_numpy(owned)])
+            cosine = torch.nn.functional.cosine_similarity(others, target.unsqueeze(0), dim=1)
+        best = owned[int(cosine.argmax())]
+        assert related[0]["item_id"] == f"item-{best}"
+        assert related[0]["similarity"] == pytest.approx(float(cosine.max()), abs=1e-5)
+
+
+def test_explain_text_prints_four_significant_digits_and_the_uniform_weight():
+    from hlrm.cli import explain_text
+
+    text = explain_text(
+        {
+            "user_attention": [
+                {"item_id": "7", "title": "Seven", "weight": 0.0212345, "uniform": 0.02},
+                {"slot": "user", "weight": 0.0199, "uniform": 0.02},
+            ],
+            "history_effect": [{"item_id": "7", "title": None, "effect": 0.012345, "share": 0.3}],
+            "related": [{"item_id": "9", "title": "Nine", "similarity": 0.987654}],
+        }
+    )
+    assert text.splitlines() == [
+        "user attention (uniform 0.02): Seven 0.02123; (user) 0.0199",
+        "history effect (score change without it): 7 +0.01235 (30.0%)",
+        "related: Nine cos 0.9877",
+    ]

@@ -244,7 +244,7 @@ def test_console_script_serves_on_loopback_and_stops_on_ctrl_c(lrml_run_dir):
             assert json.load(response)["model"] == "lrml"
         with urllib.request.urlopen(f"{url}/recommend?user=5&k=3&explain=true") as response:
             rows = json.load(response)["items"]
-        assert len(rows) == 3 and rows[0]["explanation"]["memory"]
+        assert len(rows) == 3 and rows[0]["explanation"]["related"]
         port = url.rsplit(":", 1)[1]
         busy = run_script("serve", str(lrml_run_dir), "--port", port)
         assert busy.returncode != 0 and "Traceback" not in busy.stderr

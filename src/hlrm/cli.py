@@ -147,6 +147,7 @@ DEFAULTS = {
     "min_rating": "the dataset's; none for --data",
     "core": "the dataset's; 1 for --data",
     "split": "the dataset's; random for --data",
+    "fractions": "0.72,0.08,0.2",
     "epochs": "100; 15 for hlr, hlr++ after their cml stage",
     "batch_size": "1000",
     "lr": "0.001; 0.0002 for hlr, hlr++ after their cml stage",
@@ -300,6 +301,17 @@ AnnCandidatesOption = Annotated[
 RUN_DEFAULT = "the run's"
 
 HEADLINE = ["ndcg@10", "recall@10", "precision@10", "hit@10", "map@10", "mrr@10"]
+
+
+def parse_fractions(text: str) -> tuple[float, float, float]:
+    """``0.9,0.1,0`` → (0.9, 0.1, 0.0); the split checks the values themselves."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise ConfigError(f"--fractions expects three numbers (train,valid,test), not {text!r}")
+    return values
 
 
 def parse_ks(text: str) -> list[int]:
@@ -492,6 +504,10 @@ def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
         config.seed = config.data.seed = options["seed"]
     if options.get("ks") is not None:
         config.eval.ks = parse_ks(options["ks"])
+    if options.get("fractions") is not None:
+        config.data.fractions = parse_fractions(options["fractions"])
+    if options.get("final"):
+        config.final = True
     if options.get("init_from") is not None:
         config.init_from = str(options["init_from"])
     if options.get("model") is not None:
@@ -553,6 +569,20 @@ def train_command(
     split: Annotated[
         str | None, choice(SPLITS, "How to split the data.", default=DEFAULTS["split"])
     ] = None,
+    fractions: Annotated[
+        str | None,
+        option(
+            "train,valid,test shares, e.g. 0.9,0.1,0 (a zero test share: nothing is tested).",
+            default=DEFAULTS["fractions"],
+        ),
+    ] = None,
+    final: Annotated[
+        bool,
+        typer.Option(
+            help="Fit for deployment: choose the epochs on a validation run (kept in "
+            "<run-dir>/validation), then refit on every interaction for that many epochs."
+        ),
+    ] = False,
     epochs: Annotated[int | None, option("Training epochs.", default=DEFAULTS["epochs"])] = None,
     batch_size: Annotated[
         int | None, option("Pairs per batch.", default=DEFAULTS["batch_size"])
@@ -701,7 +731,8 @@ def train_command(
         model=model, dataset=dataset, path=None if data is None else str(data), format=fmt,
         user_col=user_col, item_col=item_col, rating_col=rating_col,
         timestamp_col=timestamp_col, sep=sep, min_rating=min_rating, core=core,
-        user_core=user_core, item_core=item_core, split=split, epochs=epochs,
+        user_core=user_core, item_core=item_core, split=split, fractions=fractions,
+        final=final, epochs=epochs,
         batch_size=batch_size, lr=lr, lr_gamma=lr_gamma, clip_grad=clip, margin=margin,
         reduction=reduction, loss=loss, temperature=temperature, negatives=negatives,
         shared_negatives=shared_negatives, negative_sampling=negative_sampling,
@@ -720,11 +751,22 @@ def train_command(
     if not run_config.data.dataset and not run_config.data.path:
         raise ConfigError("say what to train on: --dataset NAME or --data FILE (or --config)")
     if tune_trials:
+        final = run_config.final  # the study's best configuration is an ordinary run's
         run_config = tuned_config(run_config, run_dir, tune_trials, progress)
+        run_config.final = final
     logger.debug(f"configuration:\n{run_config.to_toml()}")
     run = train(run_config, run_dir, resume=resume, progress=progress, log=plain_log)
-    metrics = run.metrics or {}
-    console.print(metric_grid(metrics, run.config.eval.ks, f"{run.model.name}: test metrics"))
+    tested = run.validation if run.config.final else run
+    if tested is not None and tested.split.test.nnz:
+        title = f"{run.model.name}: test metrics"
+        if run.validation is not None:
+            title += " of the validation run (the final model has no test split)"
+        console.print(metric_grid(tested.metrics, run.config.eval.ks, title))
+    elif not run.split.test.nnz and not run.config.final:
+        say("no test share: nothing was evaluated")
+    if run.config.final:
+        fitted = f"{run.best_epoch} epochs" if run.model.trainable else "fitted in closed form"
+        say(f"final model: every one of the {run.split.train.nnz} interactions, {fitted}")
     if run_dir is not None:
         say(f"run written to {run_dir}")
 
@@ -823,29 +865,55 @@ def recommend_command(
     items: Annotated[
         str | None, typer.Option(help="A new user's items: comma-separated original ids.")
     ] = None,
+    users: Annotated[
+        str | None,
+        typer.Option(
+            help="Many users at once: 'all', or a file with one user id per line; needs --out."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --users: write user_id, rank, item_id, score (, title) rows to this "
+            ".parquet or .csv file (replaced whole, never half-written)."
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("--k", "--topk", help="How many items.")] = 10,
     explain: Annotated[
-        bool, typer.Option(help="Show what led to each item (HLR, HLR++, LRML).")
+        bool, typer.Option(help="Show what led to each item (HLR, HLR++, AdaCML, LRML).")
     ] = False,
     ann: AnnOption = False,
     ann_candidates: AnnCandidatesOption = 100,
     device: DeviceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Top-k unseen items for a user, or for a new user given by their items (fold-in)."""
+    """Top-k items a user does not have yet (nothing from train, validation or test), for a
+    known user, a new user given by their items (fold-in), or every user into a file."""
     from dataclasses import asdict
 
     from hlrm.runs import Run, recommend
 
-    if (user is None) == (items is None):
-        raise ConfigError("give --user ID or --items ID,ID,... (one of the two)")
+    if sum(option is not None for option in (user, items, users)) != 1:
+        raise ConfigError("give one of --user ID, --items ID,ID,... or --users all|FILE")
+    if (users is None) != (out is None):
+        raise ConfigError("--users and --out go together: --users all --out recs.parquet")
     device = device or "auto"
+    if users is not None:
+        from hlrm.fileio import table_format
+
+        if explain or as_json:
+            raise ConfigError("--explain and --json apply to one user; --users writes --out")
+        table_format(out)  # an unsupported suffix is refused before any work
+        wanted = None if users == "all" else read_user_list(Path(users))
     run = Run.open(run_dir, device)
     index = None
     if ann:
         from hlrm.retrieval import AnnIndex
 
         index = AnnIndex.build(run.model, candidates=ann_candidates)
+    if users is not None:
+        write_batch(run, wanted, out, k, index)
+        return
     given = None if items is None else [part.strip() for part in items.split(",") if part.strip()]
     recommendations = recommend(run, user=user, items=given, k=k, explain=explain, ann=index)
     if as_json:
@@ -864,7 +932,38 @@ def recommend_command(
         table.add_row(*cells)
     console.print(table)
     if explain and recommendations and recommendations[0].explanation is None:
-        console.print(f"({run.model.name} has no explanation; HLR, HLR++ and LRML have one)")
+        from hlrm.runs import EXPLAINED
+
+        console.print(f"({run.model.name} has no explanation; {', '.join(EXPLAINED)} have one)")
+
+
+def write_batch(
+    run: Any, users: list[str] | None, out: Path, k: int, ann: Any | None = None
+) -> None:
+    """``recommend --users``: the top k of every user (``None``) or of ``users`` into one table
+    file (:func:`hlrm.runs.recommend_table`)."""
+    from hlrm.fileio import write_table
+    from hlrm.runs import recommend_table
+
+    table = recommend_table(run, users, k, ann=ann)
+    write_table(out, table)
+    count = run.split.n_users if users is None else len(users)
+    plain_log(f"wrote {len(table)} recommendations for {count} users to {out}")
+
+
+def read_user_list(path: Path) -> list[str]:
+    """User ids, one per line; blank lines and lines starting with # are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--users: no file {path} (give 'all' or a file of user ids)") from None
+    except (IsADirectoryError, UnicodeDecodeError):
+        raise ConfigError(f"--users: {path} is not a text file of user ids") from None
+    ids = [line.strip() for line in text.splitlines()]
+    ids = [line for line in ids if line and not line.startswith("#")]
+    if not ids:
+        raise ConfigError(f"--users: {path} lists no user id")
+    return ids
 
 
 def literal(text: str) -> Text:
@@ -875,15 +974,30 @@ def literal(text: str) -> Text:
 
 
 def explain_text(explanation: dict[str, list[dict[str, Any]]] | None) -> str:
+    """One line per module, its three first entries with 4 significant digits: attention
+    weights beside the module's uniform weight 1/n, each history item's effect on the score
+    (and its share of all the pool's effects), LRML's related items with their similarity."""
     if not explanation:
         return ""
     lines = []
     for module, rows in explanation.items():
+        if not rows:
+            continue
         entries = []
         for row in rows[:3]:
-            name = row.get("title") or row.get("item_id") or f"slot {row.get('slot')}"
-            entries.append(f"{name} {row['weight']:.2f}")
-        lines.append(f"{module}: " + "; ".join(entries))
+            name = row.get("title") or row.get("item_id") or f"({row.get('slot')})"
+            if module == "history_effect":
+                entries.append(f"{name} {row['effect']:+.4g} ({row['share']:.1%})")
+            elif module == "related":
+                entries.append(f"{name} cos {row['similarity']:.4g}")
+            else:
+                entries.append(f"{name} {row['weight']:.4g}")
+        head = module.replace("_", " ")
+        if "uniform" in rows[0]:
+            head += f" (uniform {rows[0]['uniform']:.4g})"
+        elif module == "history_effect":
+            head += " (score change without it)"
+        lines.append(f"{head}: " + "; ".join(entries))
     return "\n".join(lines)
 
 

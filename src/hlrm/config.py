@@ -89,6 +89,10 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     #: A trained run whose user and item embeddings initialise this model (warm start).
     init_from: str = ""
+    #: Fit for deployment (``hlrm train --final``): a run on the split chooses the number of
+    #: epochs on validation, then the model is refit on every interaction for that many epochs
+    #: (:func:`hlrm.runs.train`).
+    final: bool = False
 
     def resolved(self) -> RunConfig:
         """Every default filled in (the model's training recipe included) and checked."""
@@ -123,6 +127,8 @@ class RunConfig:
         out: dict[str, Any] = {"seed": self.seed}
         if self.init_from:
             out["init_from"] = self.init_from
+        if self.final:
+            out["final"] = True
         out["data"] = clean(dataclasses.asdict(self.data))
         out["model"] = clean({"name": self.model.name, **self.model.params})
         out["train"] = clean(dataclasses.asdict(self.train))
@@ -135,7 +141,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "configuration") -> RunConfig:
         raw = dict(raw)
-        known = {"seed", "init_from", "data", "model", "train", "eval"}
+        known = {"seed", "init_from", "final", "data", "model", "train", "eval"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}")
@@ -146,9 +152,13 @@ class RunConfig:
         seed = raw.get("seed", 2021)
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"{source}: seed must be a non-negative integer, not {seed!r}")
+        final = raw.get("final", False)
+        if not isinstance(final, bool):
+            raise ConfigError(f"{source}: final must be true or false, not {final!r}")
         config = cls(
             seed=seed,
             init_from=str(raw.get("init_from", "")),
+            final=final,
             data=_section(DataConfig, raw.get("data", {}), "data", source),
             model=ModelConfig(str(model.pop("name", "cml")), model),
             train=_section(TrainConfig, raw.get("train", {}), "train", source),

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hlrm.errors import ConfigError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -71,6 +73,31 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Strict JSON (no NaN), written atomically."""
     text = json.dumps(finite_or_none(obj), indent=2, sort_keys=True, allow_nan=False)
     write_text(path, text + "\n")
+
+
+#: File suffix → table format of :func:`write_table`.
+TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv"}
+
+
+def table_format(path: str | Path) -> str:
+    """The format :func:`write_table` uses for ``path``, from its suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise ConfigError(
+            f"{path}: write tables to a {' or '.join(TABLE_FORMATS)} file, not {suffix or 'no'} "
+            "suffix"
+        )
+    return TABLE_FORMATS[suffix]
+
+
+def write_table(path: str | Path, frame: Any) -> None:
+    """A pandas DataFrame as parquet or CSV (by suffix), written atomically, without index."""
+    fmt = table_format(path)
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:

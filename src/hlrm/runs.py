@@ -11,6 +11,7 @@ Layout::
     per_user_metrics.parquet    the same metrics per test user
     checkpoints/best.pt         weights of the selected epoch
     checkpoints/last.pt         full training state of the latest epoch (for --resume)
+    validation/                 a final fit's (train --final) run that chose its epoch count
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import platform
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +40,20 @@ from hlrm.data.matrix import SplitData
 from hlrm.data.pipeline import data_checksums, data_notes, load_split
 from hlrm.errors import ConfigError, HlrmError
 from hlrm.evaluation.protocol import EvaluationResult, evaluate
+from hlrm.evaluation.ranking import PAD, top_k_scored
 from hlrm.fileio import atomic_path, remove_stale_temporaries, write_json, write_text
-from hlrm.models.base import Recommender, create_model
+from hlrm.models.base import MODELS, History, Recommender, create_model
 from hlrm.models.memory import Explanation
 from hlrm.resources import check_training
-from hlrm.training.checkpoint import first_line, load_checkpoint
-from hlrm.training.trainer import EpochRecord, TrainConfig, Trainer, resolve_device
+from hlrm.training.checkpoint import first_line, load_checkpoint, model_state, save_checkpoint
+from hlrm.training.history import HistorySampler
+from hlrm.training.trainer import (
+    LOSS_SELECTION,
+    EpochRecord,
+    TrainConfig,
+    Trainer,
+    resolve_device,
+)
 
 if TYPE_CHECKING:
     from hlrm.retrieval import AnnIndex
@@ -52,10 +64,17 @@ CONFIG = "config.toml"
 #: which are simply written again (without ``checkpoints/last.pt`` there is nothing to resume).
 LOCK = ".lock"
 PRETRAIN = "pretrain"  # the first stage of a run with ``pretrain`` (a run directory itself)
+#: A final fit (``train --final``) keeps the run that chose its epochs in ``validation/``.
+VALIDATION = "validation"
 OWN_ENTRIES = {
-    "tuning", "checkpoints", PRETRAIN, CONFIG, "split.npz", "meta.json", "history.csv", LOCK
+    "tuning", "checkpoints", PRETRAIN, VALIDATION, CONFIG, "split.npz", "meta.json",
+    "history.csv", LOCK,
 }  # fmt: skip
 BEST = "checkpoints/best.pt"
+#: ``metrics.json`` of a run without a test split (a final fit, or a zero test share).
+NO_TEST = "no test split (a final fit on every interaction, or a zero test share): not evaluated"
+#: The models with :meth:`explain` (what led to a recommendation).
+EXPLAINED = ("HLR", "HLR++", "AdaCML", "LRML")
 
 
 def model_from_checkpoint(state: dict[str, Any], source: object = "the checkpoint") -> Recommender:
@@ -81,6 +100,13 @@ class Run:
     model: Recommender
     path: Path | None = None
     metrics: dict[str, Any] | None = None
+    #: The epoch whose weights were kept (0 for models fitted without epochs, or when unknown:
+    #: a run opened from disk).
+    best_epoch: int = 0
+    #: A final fit's run that chose its epochs (in memory; on disk ``validation/``).
+    validation: Run | None = None
+    #: The model a two-stage run (``pretrain``) started from, in memory after training.
+    first_stage: Recommender | None = None
 
     @classmethod
     def open(cls, path: str | Path, device: str = "cpu") -> Run:
@@ -113,6 +139,17 @@ class Run:
         max_users: int | None = None,
         device: str = "cpu",
     ) -> EvaluationResult:
+        if self.config.final and not self.split.test.nnz:
+            validation = None if self.path is None else self.path / VALIDATION
+            where = (
+                f"; its validation run {validation} has the test metrics"
+                if validation is not None and validation.is_dir()
+                else ""
+            )
+            raise HlrmError(
+                "a final fit was trained on every interaction, so it has no test split to "
+                f"evaluate{where}"
+            )
         cfg = self.config.eval
         cohorts = cfg.cohorts if cohorts is None else cohorts
         max_users = cfg.max_users if max_users is None else max_users
@@ -242,45 +279,179 @@ def train(
     config: RunConfig,
     run_dir: str | Path | None = None,
     *,
+    split: SplitData | None = None,
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> Run:
     """Load the data, train, select the best epoch and evaluate on test (the CLI's ``train``).
-    ``log`` receives notes about data on which the defaults are likely poor."""
+
+    ``split``: data already split in memory (the estimator API) instead of ``config.data``.
+    Without a test part nothing is evaluated (``metrics`` holds only a note: :data:`NO_TEST`).
+
+    With ``config.final`` the model is fitted for deployment: first an ordinary run on the split
+    (written to ``<run-dir>/validation``, test metrics included where the split has a test
+    share) chooses the number of epochs on validation, then the model is refit on every
+    interaction of every part for exactly that many epochs (none when validation kept the
+    starting weights of a two-stage model); the final run has no test part.
+    Without a validation part the configured epochs are trained; models fitted in closed form
+    (item-kNN, EASE, ALS, popularity) are simply fitted on everything.
+    ``log`` receives notes about data on which the defaults are likely poor.
+    """
     config = config.resolved()
     path = None if run_dir is None else Path(run_dir)
     if path is not None:
-        if resume and not (path / "checkpoints" / "last.pt").is_file():
-            raise HlrmError(f"cannot resume: {path} has no checkpoints/last.pt")
-        if path.exists() and not path.is_dir():
-            raise HlrmError(f"--run-dir {path} is a file, not a directory")
-        if not resume and (path / "checkpoints" / "last.pt").is_file():
-            raise HlrmError(f"{path} already holds a run; choose another --run-dir or --resume")
-        foreign = (
-            []
-            if resume or not path.is_dir()
-            else sorted(entry.name for entry in path.iterdir() if entry.name not in OWN_ENTRIES)
-        )
-        if foreign:
-            raise HlrmError(
-                f"{path} is not empty ({', '.join(foreign[:3])}); a run needs a new or empty "
-                f"directory so that nothing of yours is overwritten"
-            )
+        _check_run_directory(path, resume)
+    if config.final and resume:
+        raise ConfigError("a final fit cannot be resumed; start it again in a new directory")
     checksums = None if path is None else data_checksums(config.data)
     if resume and path is not None:
         _check_same_data(path, checksums)
     torch.manual_seed(config.seed)
-    split = load_split(config.data)
+    if split is None:
+        split = load_split(config.data)
     if log is not None:
         for step in split.preprocessing:
             log(str(step))
         for note in data_notes(split):
             log(f"note: {note}")
     check_training(config, split)  # sizes against memory, before anything is allocated
+    meta = {"data_sha256": checksums}
+    if not config.final:
+        return _fit(
+            config, config.train, split, path, resume=resume, progress=progress, log=log, meta=meta
+        )
+    epochs, chosen_by = config.train.epochs, "the configured number of epochs"
+    validation = None
+    if MODELS[config.model.name].trainable and split.valid.nnz:
+        validation_dir = None if path is None else path / VALIDATION
+        validation = train(
+            dataclasses.replace(config, final=False), validation_dir, split=split, progress=progress
+        )
+        epochs = validation.best_epoch  # 0: validation kept the starting weights (keep_start)
+        chosen_by = f"the best validation epoch of the run in {VALIDATION}/"
+        if log is not None:
+            log(f"final fit: {epochs} epochs (best on validation) on every interaction")
+    elif MODELS[config.model.name].trainable and log is not None:
+        log(f"note: no validation part to choose the epochs on; the final fit trains {epochs}")
+    torch.manual_seed(config.seed)
+    refit = dataclasses.replace(
+        config.train, epochs=max(1, epochs), patience=0, select_by=LOSS_SELECTION
+    )
+    run = _fit(
+        config,
+        refit,
+        everything_in_train(split),
+        path,
+        progress=progress,
+        log=log,
+        meta={**meta, "final": {"epochs": epochs, "chosen_by": chosen_by}},
+        start=None if validation is None else validation.first_stage,
+        fit=epochs > 0,
+    )
+    run.validation = validation
+    return run
+
+
+def everything_in_train(split: SplitData) -> SplitData:
+    """``split`` with every interaction of every part in train and empty validation and test:
+    the data of a model fitted for deployment."""
+    empty = sp.csr_matrix(split.train.shape, dtype=np.float32)
+    return SplitData(
+        split.everything,
+        empty,
+        empty.copy(),
+        user_ids=split.user_ids,
+        item_ids=split.item_ids,
+        name=split.name,
+        item_titles=split.item_titles,
+    )
+
+
+def save(run: Run, path: str | Path) -> Path:
+    """Write ``run`` (trained in memory, e.g. by the estimator API) as a run directory that
+    :meth:`Run.open` reads back: configuration, split, weights and metrics. The files are written
+    into a hidden directory beside ``path`` and renamed into place, so ``path`` is either absent
+    or complete; an existing ``path`` must be an empty directory (nothing of yours is replaced).
+    """
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise HlrmError(f"{path} exists and is not an empty directory; choose a new path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write_text(staging / CONFIG, run.config.to_toml())
+        run.split.save(str(staging / "split.npz"))
+        write_json(staging / "meta.json", _meta(run.config, {"saved_from_memory": True}))
+        save_checkpoint(staging / BEST, model_state(run.model))
+        if run.metrics is not None:
+            write_json(staging / "metrics.json", run.metrics)
+        if path.exists():
+            path.rmdir()
+        os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _meta(config: RunConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``meta.json``: versions, device, time and command line of a run."""
+    return {
+        "hlrm_version": hlrm.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": str(resolve_device(config.train.device)),
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        **(extra or {}),
+    }
+
+
+def _check_run_directory(path: Path, resume: bool) -> None:
+    if resume and not (path / "checkpoints" / "last.pt").is_file():
+        raise HlrmError(f"cannot resume: {path} has no checkpoints/last.pt")
+    if path.exists() and not path.is_dir():
+        raise HlrmError(f"--run-dir {path} is a file, not a directory")
+    if not resume and (path / "checkpoints" / "last.pt").is_file():
+        raise HlrmError(f"{path} already holds a run; choose another --run-dir or --resume")
+    foreign = (
+        []
+        if resume or not path.is_dir()
+        else sorted(entry.name for entry in path.iterdir() if entry.name not in OWN_ENTRIES)
+    )
+    if foreign:
+        raise HlrmError(
+            f"{path} is not empty ({', '.join(foreign[:3])}); a run needs a new or empty "
+            f"directory so that nothing of yours is overwritten"
+        )
+
+
+def _fit(
+    config: RunConfig,
+    train_config: TrainConfig,
+    split: SplitData,
+    path: Path | None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    meta: dict[str, Any] | None = None,
+    start: Recommender | None = None,
+    fit: bool = True,
+) -> Run:
+    """Train ``config``'s model on ``split`` with ``train_config`` (the configuration's own
+    options, or a final refit's), keep the best epoch, evaluate on test where there is one, and
+    write the run (``config`` is what ``config.toml`` records). The model starts from ``start``
+    (a final refit: the first stage of its validation run), else from its pretraining stage or
+    ``init_from``; ``fit=False`` keeps those starting weights untrained (a final refit whose
+    validation run kept its start, epoch 0)."""
     model = create_model(config.model.name, split.n_users, split.n_items, **config.model.params)
-    if config.train.pretrain != "none":
-        _warm_start(model, _pretrained(config, path, progress, log), "pretraining")
+    first_stage = start
+    if start is not None:
+        _warm_start(model, start, "the first stage of the validation run")
+    elif config.train.pretrain != "none":
+        first_stage = _pretrained(config, path, progress, log, split)
+        _warm_start(model, first_stage, "pretraining")
     elif config.init_from:
         source = model_from_checkpoint(
             load_checkpoint(Path(config.init_from) / BEST, "cpu"), config.init_from
@@ -297,7 +468,7 @@ def train(
     trainer = Trainer(
         model,
         split,
-        config.train,
+        train_config,
         seed=config.seed,
         checkpoint_dir=None if path is None else path / "checkpoints",
         progress=progress,
@@ -315,25 +486,23 @@ def train(
             if not resume:
                 with atomic_path(path / "split.npz") as tmp:
                     split.save(str(tmp))
-            write_json(
-                path / "meta.json",
-                {
-                    "hlrm_version": hlrm.__version__,
-                    "torch_version": torch.__version__,
-                    "python_version": platform.python_version(),
-                    "device": str(resolve_device(config.train.device)),
-                    "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "command": " ".join(sys.argv),
-                    "data_sha256": checksums,
-                },
-            )
-        trainer.fit()
-        trainer.load_best()
-        run = Run(config, split, model, path)
-        result = run.evaluate(device=config.train.device)
-        run.metrics = {**result.metrics, "protocol": result.protocol}
-        if path is not None:
-            write_evaluation(path, result)
+            write_json(path / "meta.json", _meta(config, meta))
+        if fit:
+            trainer.fit()
+            trainer.load_best()
+        else:
+            trainer.save_best()
+        run = Run(config, split, model, path, best_epoch=trainer.best_epoch)
+        run.first_stage = first_stage
+        if split.test.nnz:
+            result = run.evaluate(device=config.train.device)
+            run.metrics = {**result.metrics, "protocol": result.protocol}
+            if path is not None:
+                write_evaluation(path, result)
+        else:  # metrics.json still marks the run finished (it is written last)
+            run.metrics = {"protocol": {"target": None, "note": NO_TEST}}
+            if path is not None:
+                write_json(path / "metrics.json", run.metrics)
     finally:
         if lock is not None:
             lock.close()  # releases the lock
@@ -358,9 +527,17 @@ def _pretrained(
     path: Path | None,
     progress: bool,
     log: Callable[[str], None] | None,
+    split: SplitData,
 ) -> Recommender:
-    """The trained first stage of ``config``, kept in ``<run dir>/pretrain`` (a run directory of
-    its own): reused when it finished earlier, resumed when it was interrupted."""
+    """The trained first stage of ``config`` on ``split``, kept in ``<run dir>/pretrain`` (a run
+    directory of its own): reused when it finished earlier, resumed when it was interrupted.
+    The stage chooses its epochs on validation, so ``split`` needs a validation part."""
+    if not split.valid.nnz:
+        raise ConfigError(
+            f"{config.model.name} trains in two stages (pretrain = {config.train.pretrain!r}), "
+            "whose first chooses its epochs on validation: give the split a validation share, "
+            "or set pretrain = 'none'"
+        )
     stage = None if path is None else path / PRETRAIN
     wanted = pretrain_config(config)
     if stage is not None and (stage / "metrics.json").is_file():
@@ -377,7 +554,7 @@ def _pretrained(
             f"embeddings start {config.model.name} (pretrain = 'none' starts from scratch)"
         )
     resume = stage is not None and (stage / "checkpoints" / "last.pt").is_file()
-    run = train(wanted, stage, resume=resume, progress=progress, log=None)
+    run = train(wanted, stage, split=split, resume=resume, progress=progress, log=None)
     if log is not None and run.metrics is not None:
         log(
             f"note: stage 2 of 2: {config.model.name}; the {config.train.pretrain} stage "
@@ -393,7 +570,8 @@ class Recommendation:
     item_id: str
     title: str | None
     score: float
-    #: For explainable models: what led to this item (attention over history, memory slots).
+    #: For explainable models (:data:`EXPLAINED`): what led to this item, module → rows
+    #: (attention weights, each history item's effect on the score, LRML's related items).
     explanation: dict[str, list[dict[str, Any]]] | None = None
 
 
@@ -422,6 +600,38 @@ def recommend_many(
     return _recommend_indices(
         run, run.model, run.split.everything, indices, k, explain, filter_seen, seed, ann
     )
+
+
+#: Columns of :func:`recommend_table` (``title`` only where the run has titles).
+TABLE_COLUMNS = ("user_id", "rank", "item_id", "score", "title")
+
+
+def recommend_table(
+    run: Run,
+    users: Sequence[object] | None = None,
+    k: int = 10,
+    *,
+    filter_seen: bool = True,
+    seed: int | None = None,
+    ann: AnnIndex | None = None,
+) -> pd.DataFrame:
+    """:func:`recommend_many` as one table for batch output and DataFrame users: a row per
+    (user, rank) with columns :data:`TABLE_COLUMNS`, ids in the types the data held (int64 or
+    str), users in the order given (``None``: every user of the run). Built from the ranked
+    arrays directly, without a Python object per row."""
+    split = run.split
+    indices = np.arange(split.n_users) if users is None else split.users.indices(users)
+    items, scores = _top_lists(run, run.model, split.everything, indices, k, filter_seen, seed, ann)
+    found = items != PAD
+    columns: dict[str, Any] = {
+        "user_id": np.repeat(split.user_ids[indices], found.sum(axis=1)),
+        "rank": np.nonzero(found)[1] + 1,
+        "item_id": split.item_ids[items[found]],
+        "score": scores[found].astype(np.float64),
+    }
+    if split.item_titles is not None:
+        columns["title"] = split.item_titles[items[found]]
+    return pd.DataFrame(columns)
 
 
 def recommend(
@@ -473,45 +683,101 @@ def _recommend_indices(
 ) -> list[list[Recommendation]]:
     """Ranked lists for the internal ``users`` of ``model``; ``known`` (n_users, n_items) holds
     each user's items: the history pools, and the mask when ``filter_seen``."""
-    from hlrm.evaluation.ranking import PAD, top_k_scored
-    from hlrm.training.history import HistorySampler
-
-    _check_k(k)
     seed = run.config.seed if seed is None else seed
-    device = model_device(model)
-    sampler = None
-    if model.uses_history:
-        sampler = HistorySampler(
-            known, model.history_size, model.history_sampling, device, keyed_seed=seed
-        )
-    exclude = known if filter_seen else sp.csr_matrix(known.shape, dtype=np.float32)
-    if ann is None:
-        items, scores = top_k_scored(
-            model,
-            users,
-            exclude,
-            k,
-            history_sampler=sampler,
-            device=device,
-            memory_mib=run.config.eval.memory_mib,
-        )
-    else:
-        items, scores = ann.top_k_scored(
-            model, users, exclude, k, history_sampler=sampler, device=device
-        )
-    explainer = getattr(model, "explain", None) if explain else None
+    items, scores = _top_lists(run, model, known, users, k, filter_seen, seed, ann)
+    explains = explain and hasattr(model, "explain")
+    sampler = _pool_sampler(model, known, seed) if explains else None
     lists = []
     for user, row, values in zip(users.tolist(), items, scores, strict=True):
         keep = row != PAD
         row, values = row[keep], values[keep]
         explanations = None
-        if explainer is not None and len(row):
-            user_t = torch.tensor([user], device=device)
-            history = None if sampler is None else sampler.sample(user_t)
-            with torch.no_grad():
-                explanations = explainer(user, torch.from_numpy(row).to(device), history)
+        if explains and len(row):
+            explanations = _explanations(model, known, sampler, user, row)
         lists.append(_ranked_list(run.split, row, values, explanations))
     return lists
+
+
+def _top_lists(
+    run: Run,
+    model: Recommender,
+    known: sp.csr_matrix,
+    users: np.ndarray,
+    k: int,
+    filter_seen: bool,
+    seed: int | None,
+    ann: AnnIndex | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(items, scores), both (len(users), k), best first, padded with :data:`PAD` / -inf
+    (:func:`~hlrm.evaluation.ranking.top_k_scored` with deployed pools and masks, or the
+    candidates of ``ann`` re-scored exactly)."""
+    _check_k(k)
+    seed = run.config.seed if seed is None else seed
+    exclude = known if filter_seen else sp.csr_matrix(known.shape, dtype=np.float32)
+    sampler = _pool_sampler(model, known, seed)
+    device = model_device(model)
+    if ann is not None:
+        return ann.top_k_scored(model, users, exclude, k, history_sampler=sampler, device=device)
+    return top_k_scored(
+        model,
+        users,
+        exclude,
+        k,
+        history_sampler=sampler,
+        device=device,
+        memory_mib=run.config.eval.memory_mib,
+    )
+
+
+def _pool_sampler(model: Recommender, known: sp.csr_matrix, seed: int) -> HistorySampler | None:
+    """The history pools of deployed recommendations: drawn from everything a user has, keyed
+    by (seed, user) so that they do not depend on the batch; None for models without history."""
+    if not model.uses_history:
+        return None
+    return HistorySampler(
+        known, model.history_size, model.history_sampling, model_device(model), keyed_seed=seed
+    )
+
+
+def _explanations(
+    model: Recommender,
+    known: sp.csr_matrix,
+    sampler: HistorySampler | None,
+    user: int,
+    items: np.ndarray,
+) -> list[Explanation]:
+    """``model.explain`` of the internal ``items`` for the internal ``user``: with the pool the
+    user's scores were computed from, or (models without a history, LRML) every item the user
+    has in ``known``."""
+    device = model_device(model)
+    user_t = torch.tensor([user], device=device)
+    if sampler is not None:
+        history = sampler.sample(user_t)
+    else:
+        owned = torch.from_numpy(known[user].indices.astype(np.int64)).to(device).unsqueeze(0)
+        history = History(owned, torch.ones_like(owned, dtype=torch.bool))
+    with torch.no_grad():
+        return model.explain(user, torch.from_numpy(items).to(device), history)
+
+
+def explain(
+    run: Run, user: object, items: Sequence[object], *, seed: int | None = None
+) -> list[dict[str, list[dict[str, Any]]]]:
+    """What led the model to score each of ``items`` (original ids) as it does for the known
+    ``user``, from the same history pool :func:`recommend_many` ranks with; see
+    :attr:`Recommendation.explanation`. Models without an explanation refuse."""
+    model = run.model
+    if not hasattr(model, "explain"):
+        raise ConfigError(f"{model.name} has no explanation; {', '.join(EXPLAINED)} have one")
+    index = run.split.users.index(user)
+    indices = run.split.items.indices(items)
+    seed = run.config.seed if seed is None else seed
+    known = run.split.everything
+    sampler = _pool_sampler(model, known, seed)
+    return [
+        _label_explanation(explanation, run.split)
+        for explanation in _explanations(model, known, sampler, index, indices)
+    ]
 
 
 def _ranked_list(
@@ -575,21 +841,46 @@ def _title(split: SplitData, item: int) -> str | None:
 def _label_explanation(
     explanation: Explanation, split: SplitData, top: int = 5
 ) -> dict[str, list[dict[str, Any]]]:
-    """The ``top`` heaviest entries of each attention module, history items with their original
-    ids and titles (LRML's ``memory`` module lists memory slots)."""
+    """An :class:`~hlrm.models.memory.Explanation` in original ids and titles, ``top`` rows per
+    module:
+
+    * each attention module (``user_attention``, ``item_attention``, ``history_attention``):
+      its heaviest entries with their ``weight`` and the module's ``uniform`` weight 1/n (n
+      valid entries: a weight near it says the module did not single the entry out), history
+      items also with their ``effect`` and ``share`` (below), special slots as ``slot``;
+    * ``history_effect`` (models with a history pool): the pool items that raised the score
+      most, ``effect`` = the score minus the score without that item in the pool, ``share`` =
+      the effect over the sum of every pool item's absolute effect;
+    * ``related`` (LRML): the user's items whose relation is closest to this item's, with the
+      cosine ``similarity`` of the two relation vectors.
+    """
+    effects = explanation.effects or {}
+    total = sum(abs(value) for value in effects.values())
+
+    def item_row(item: int) -> dict[str, Any]:
+        row: dict[str, Any] = {"item_id": str(split.item_ids[item]), "title": _title(split, item)}
+        if item in effects:
+            row["effect"] = effects[item]
+            row["share"] = effects[item] / total if total > 0 else 0.0
+        return row
+
     modules: dict[str, list[dict[str, Any]]] = {}
     for module, pairs in explanation.attention.items():
-        rows = []
-        for label, weight in pairs[:top]:
-            if module != "memory" and isinstance(label, int):
-                rows.append(
-                    {
-                        "item_id": str(split.item_ids[label]),
-                        "title": _title(split, label),
-                        "weight": weight,
-                    }
-                )
-            else:
-                rows.append({"slot": label, "weight": weight})
-        modules[module] = rows
+        uniform = 1.0 / len(pairs) if pairs else 0.0
+        modules[module] = [
+            {
+                **(item_row(label) if isinstance(label, int) else {"slot": label}),
+                "weight": weight,
+                "uniform": uniform,
+            }
+            for label, weight in pairs[:top]
+        ]
+    if explanation.effects is not None:
+        strongest = sorted(effects, key=lambda item: -effects[item])[:top]
+        modules["history_effect"] = [item_row(item) for item in strongest]
+    if explanation.related is not None:
+        modules["related"] = [
+            {**item_row(item), "similarity": similarity}
+            for item, similarity in explanation.related[:top]
+        ]
     return modules

@@ -57,13 +57,19 @@ class IdMap:
         return np.array(found, dtype=np.int64)
 
 
+def _storable_ids(ids: np.ndarray) -> np.ndarray:
+    ids = np.asarray(ids)
+    return ids.astype(np.int64) if ids.dtype.kind in "iu" else ids.astype(str)
+
+
 @dataclass
 class SplitData:
     """Train / validation / test interactions over one shared user and item index.
 
-    All three matrices are binary ``float32`` CSR of shape ``(n_users, n_items)``. ``user_ids`` and
-    ``item_ids`` hold the original ids (position = internal index); ``item_titles`` holds display
-    names where the dataset has them.
+    All three matrices are binary ``float32`` CSR of shape ``(n_users, n_items)``; validation and
+    test may be empty (a model fitted for deployment: evaluation then refuses with a reason).
+    ``user_ids`` and ``item_ids`` hold the original ids (position = internal index);
+    ``item_titles`` holds display names where the dataset has them.
     """
 
     train: sp.csr_matrix
@@ -85,8 +91,6 @@ class SplitData:
             raise DataError("id maps do not match the interaction matrix shape")
         if self.train.nnz == 0:
             raise DataError(f"{self.name}: the training split is empty")
-        if self.test.nnz == 0:
-            raise DataError(f"{self.name}: the test split is empty")
 
     @property
     def n_users(self) -> int:
@@ -147,10 +151,11 @@ class SplitData:
         return label
 
     def save(self, path: str) -> None:
-        """Store the split as one ``.npz`` (no pickles) so a run can be re-evaluated later."""
+        """Store the split as one ``.npz`` (no pickles) so a run can be re-evaluated later.
+        Integer ids stay int64 (a reopened run answers in the ids' own type), others are text."""
         arrays: dict[str, np.ndarray] = {
-            "user_ids": self.user_ids.astype(str),
-            "item_ids": self.item_ids.astype(str),
+            "user_ids": _storable_ids(self.user_ids),
+            "item_ids": _storable_ids(self.item_ids),
             "name": np.array(self.name),
         }
         if self.item_titles is not None:

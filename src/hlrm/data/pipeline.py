@@ -41,6 +41,10 @@ _NAME_FORMATS = {
     "user_artists.dat": "hetrec",
 }
 _COLUMN_OPTIONS = ("user_col", "item_col", "rating_col", "timestamp_col", "sep")
+#: The ``format`` of data given in memory (a DataFrame or a SciPy matrix, through the estimator
+#: API) rather than read from a file: a run's configuration records the preprocessing, but the
+#: data cannot be read again from it.
+IN_MEMORY = "dataframe"
 
 
 @dataclass
@@ -73,6 +77,8 @@ class DataConfig:
         Only the column options that do not apply (or were not given: rating and timestamp
         columns) stay ``None``; they are meant to be left out when the configuration is dumped.
         """
+        if self.format == IN_MEMORY and self.dataset is None and self.path is None:
+            return self._resolved_in_memory()
         if (self.dataset is None) == (self.path is None):
             raise ConfigError(
                 "set exactly one of dataset (a registered name) and path (your own file)"
@@ -130,6 +136,22 @@ class DataConfig:
             item_core=_first_set(self.item_core, item_core),
             split=split,
             fractions=fractions,
+        )
+
+    def _resolved_in_memory(self) -> DataConfig:
+        """The defaults of data given in memory: those of your own files (no threshold, no core
+        filter, a random split)."""
+        split = self.split or "random"
+        if split not in SPLITS or split == "given":
+            choices = ", ".join(s for s in SPLITS if s != "given")
+            raise ConfigError(f"split must be one of {choices} for data in memory, not {split!r}")
+        return replace(
+            self,
+            min_rating=_first_set(self.min_rating, -math.inf),
+            user_core=_first_set(self.user_core, 1),
+            item_core=_first_set(self.item_core, 1),
+            split=split,
+            fractions=check_fractions(self.fractions),
         )
 
 
@@ -292,10 +314,31 @@ def load_split(config: DataConfig) -> SplitData:
 
     ``split.preprocessing`` lists what each step did (:class:`PreprocessingStep`)."""
     cfg = config.resolved()
+    if cfg.format == IN_MEMORY:
+        raise ConfigError(
+            "this configuration describes data that was given in memory (a DataFrame): it "
+            "cannot be read again; train from a file (path) or a dataset instead"
+        )
     frame, name, titles = _read(cfg)
     if cfg.split != "given" and "part" in frame:
         frame = frame.drop(columns="part")
-    frame, steps = _preprocess(cfg, frame, cfg.dataset or str(cfg.path))
+    return split_frame(frame, cfg, name, titles, source=cfg.dataset or str(cfg.path))
+
+
+def split_frame(
+    frame: pd.DataFrame,
+    config: DataConfig,
+    name: str = "dataframe",
+    titles: dict[object, str] | None = None,
+    source: str = "a DataFrame",
+) -> SplitData:
+    """Preprocess and split interactions already in memory: columns ``user`` and ``item`` (any
+    ids), optional ``rating`` and ``timestamp`` (and ``part`` for the ``given`` split), as the
+    readers return them. The steps of :func:`load_split` after reading, with ``config``'s
+    threshold, cores, split and fractions; ``titles`` maps original item ids to titles,
+    ``source`` names the data in the preprocessing summary."""
+    cfg = config.resolved()
+    frame, steps = _preprocess(cfg, frame, source)
     frame, user_ids, item_ids = reindex(frame)
     parts = split_interactions(frame, cfg.split, fractions=cfg.fractions, seed=cfg.seed)
     sizes = [len(rows) for rows in parts]

@@ -4,7 +4,8 @@ Every function returns :class:`SplitIndices`: sorted row positions into the fram
 together covering every row. Randomness comes from numpy generators seeded by one integer, so a
 split is a pure function of (frame, method, fractions, seed).
 
-``fractions`` is always ``(train, valid, test)`` and must sum to 1.
+``fractions`` is always ``(train, valid, test)`` and must sum to 1. A zero test share leaves the
+test part empty: a model trained for deployment on everything but its validation share.
 """
 
 from __future__ import annotations
@@ -32,15 +33,15 @@ class SplitIndices(NamedTuple):
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    """Validate ``(train, valid, test)``: three non-negative numbers summing to 1, with a
-    non-empty train and test share (valid may be 0)."""
+    """Validate ``(train, valid, test)``: three non-negative numbers summing to 1 with a positive
+    train share (valid and test may be 0: no model selection, no test evaluation)."""
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or any(not math.isfinite(f) or f < 0 for f in values):
         raise ConfigError(f"fractions must be three non-negative numbers, not {fractions!r}")
     if abs(sum(values) - 1.0) > 1e-6:
         raise ConfigError(f"fractions {values} must sum to 1 (train, valid, test)")
-    if values[0] == 0 or values[2] == 0:
-        raise ConfigError(f"fractions {values}: train and test shares must be positive")
+    if values[0] == 0:
+        raise ConfigError(f"fractions {values}: the train share must be positive")
     return values[0], values[1], values[2]
 
 
@@ -144,8 +145,9 @@ def split_interactions(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 2021,
 ) -> SplitIndices:
-    """Split with ``method`` (one of :data:`SPLITS`); an empty train or test part is an error
-    here, where the method and the sizes can still be named."""
+    """Split with ``method`` (one of :data:`SPLITS`); an empty train part, or an empty test part
+    where the test share is not 0, is an error here, where the method and the sizes can still
+    be named."""
     if method == "random":
         parts = random_split(df, fractions, seed)
     elif method == "user_ratio":
@@ -160,7 +162,8 @@ def split_interactions(
         parts = given_split(df, fractions, seed)
     else:
         raise ConfigError(f"unknown split {method!r}; expected one of {', '.join(SPLITS)}")
-    for name in ("train", "test"):
+    required = ("train", "test") if check_fractions(fractions)[2] > 0 else ("train",)
+    for name in required:
         if len(getattr(parts, name)) == 0:
             raise DataError(
                 f"split {method!r} left the {name} part empty ({len(df)} interactions, "

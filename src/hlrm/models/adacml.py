@@ -15,9 +15,13 @@ from torch import Tensor
 from hlrm.models.base import History, TrainBatch, register
 from hlrm.models.cml import squared_distances
 from hlrm.models.memory import (
+    Explanation,
     TranslationModel,
     admit_first_padding,
+    effects_by_item,
     masked_attention,
+    pool_effects,
+    ranked,
     require_history,
 )
 
@@ -73,10 +77,13 @@ class AdaCML(TranslationModel):
         return self.history_size * (self.dim + self.history_size) + self.dim
 
     @torch.no_grad()
-    def score(self, users: Tensor, history: History | None = None) -> Tensor:
+    def score(
+        self, users: Tensor, history: History | None = None, items: Tensor | None = None
+    ) -> Tensor:
         """Exact factorised scoring: the attention logits ``⟨x_j, i⟩`` of an item block are one
         GEMM, and ``||u + aX - i||² = ||u - i||² + 2 a·(Xu) - 2 a·(Xi) + aᵀ(XXᵀ)a`` reuses them,
-        so nothing of size (U, I_b, P, d) or (U, I_b, d) is built."""
+        so nothing of size (U, I_b, P, d) or (U, I_b, d) is built. ``items``: score only these
+        item indices."""
         history = require_history(self, history)
         user = self.user_embeddings[users]
         prefs = self.history_vectors(history)
@@ -93,7 +100,23 @@ class AdaCML(TranslationModel):
             quadratic = (mixed * weights).sum(-1)
             return (squared_distances(items, user) + 2.0 * cross + quadratic).clamp_min(0.0)
 
-        return self.blockwise_scores(n_users, n_users * max(n_prefs, 1), block_distances)
+        return self.blockwise_scores(n_users, n_users * max(n_prefs, 1), block_distances, items)
+
+    @torch.no_grad()
+    def explain(self, user: int, items: Tensor, history: History) -> list[Explanation]:
+        """The attention over the pool that adapts the user towards each item of ``items``
+        (``"history_attention"``, the scoring masks), with each pool item's effect."""
+        history = require_history(self, history)
+        prefs = self.history_vectors(history)  # (1, P, d)
+        logits = self.item_embeddings[items] @ prefs[0].T  # (T, P)
+        weights = masked_attention(logits, history.mask, self.beta)
+        valid = history.mask[0]
+        labels = history.items[0][valid].tolist()
+        effects = effects_by_item(history, pool_effects(self, user, items, history))
+        return [
+            Explanation(int(item), {"history_attention": ranked(labels, row[valid])}, effect)
+            for item, row, effect in zip(items.tolist(), weights, effects, strict=True)
+        ]
 
 
 def broadcast_scores(model: AdaCML, users: Tensor, history: History) -> Tensor:

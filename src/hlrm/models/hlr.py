@@ -28,8 +28,10 @@ from hlrm.models.memory import (
     RelationMemory,
     admit_first_padding,
     attend,
+    effects_by_item,
     key_norms,
     masked_attention,
+    pool_effects,
     ranked,
     relation_distances,
     require_history,
@@ -184,9 +186,10 @@ class HLR(MemoryTranslationModel):
         targets = self.item_embeddings[items].unsqueeze(0)
         weights = user_attention(self.lram, vector, pool, mask, targets, self.beta)[1][0]
         labels: list[Label] = ["user", *history.items[0].tolist()]
+        effects = effects_by_item(history, pool_effects(self, user, items, history))
         return [
-            Explanation(int(item), {"user_attention": _valid_ranked(labels, row, mask[0])})
-            for item, row in zip(items.tolist(), weights, strict=True)
+            Explanation(int(item), {"user_attention": _valid_ranked(labels, row, mask[0])}, effect)
+            for item, row, effect in zip(items.tolist(), weights, effects, strict=True)
         ]
 
 
@@ -357,6 +360,7 @@ class HLRPlusPlus(HLR):
             "padding" if item == self.n_items else item for item in history.items[0].tolist()
         ]
         item_mask = torch.cat([history.mask.new_ones(1, 1), history.mask], 1)[0]
+        effects = effects_by_item(history, pool_effects(self, user, items, history))
         return [
             Explanation(
                 int(item),
@@ -364,9 +368,10 @@ class HLRPlusPlus(HLR):
                     "item_attention": _valid_ranked(["target", *history_labels], row, item_mask),
                     "user_attention": _valid_ranked(history_labels, user_row, user_mask[0]),
                 },
+                effect,
             )
-            for item, row, user_row in zip(
-                items.tolist(), item_weights, user_weights[0], strict=True
+            for item, row, user_row, effect in zip(
+                items.tolist(), item_weights, user_weights[0], effects, strict=True
             )
         ]
 

@@ -9,6 +9,7 @@ first author's variants.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from hlrm.errors import ConfigError
@@ -107,12 +108,21 @@ class LRML(MemoryTranslationModel):
     def explain(
         self, user: int, items: Tensor, history: History | None = None
     ) -> list[Explanation]:
-        """The memory-slot mixture ``softmax((u ⊙ i) K)`` of each item's relation."""
-        weights = self.lram.address(self.user_embeddings[user], self.item_embeddings[items])
-        slots = list(range(self.lram.n_slots))
+        """For each item, the user's items (``history``: the user's items, (1, n)) whose relation
+        ``r(u, j)`` is closest by cosine to the item's ``r(u, i)``, most similar first: LRML
+        reads no history, but the relation is what sets its score apart from CML's, and a memory
+        slot number means nothing to a person. Without ``history`` nothing is related."""
+        if history is None or not bool(history.mask.any()):
+            return [Explanation(int(item), {}, related=[]) for item in items.tolist()]
+        user_vector = self.user_embeddings[user]
+        owned = history.items[0][history.mask[0]]
+        targets = self.lram.relation(user_vector, self.item_embeddings[items])  # (T, d)
+        relations = self.lram.relation(user_vector, self.item_embeddings[owned])  # (n, d)
+        similarity = F.normalize(targets, dim=-1) @ F.normalize(relations, dim=-1).T
+        owned_items = owned.tolist()
         return [
-            Explanation(int(item), {"memory": ranked(slots, row)})
-            for item, row in zip(items.tolist(), weights, strict=True)
+            Explanation(int(item), {}, related=ranked(owned_items, row))
+            for item, row in zip(items.tolist(), similarity, strict=True)
         ]
 
 

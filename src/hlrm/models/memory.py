@@ -143,14 +143,52 @@ def admit_first_padding(mask: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Explanation:
-    """Why an item was scored as it was: per attention module, (label, weight) sorted descending.
+    """Why an item was scored as it was.
 
-    Labels are item indices for history items, memory-slot indices for LRML's ``"memory"`` module,
-    and ``"user"`` / ``"target"`` / ``"padding"`` for the special slots of HLR and HLR++.
+    ``attention``: per attention module, (label, weight) sorted by decreasing weight; labels are
+    item indices for history items and ``"user"`` / ``"target"`` / ``"padding"`` for the special
+    slots of HLR and HLR++. Attention weights say where a module looked, not how much each entry
+    moved the score (a uniform attention still mixes very different vectors), hence:
+
+    ``effects`` (models with a history pool): per history item, the drop in this item's score
+    when that item leaves the pool, ``score(pool) - score(pool without it)``
+    (:func:`pool_effects`); positive = the item pushed this recommendation up.
+
+    ``related`` (LRML, which reads no history): the user's items whose relation vector
+    ``r(u, j)`` is closest (cosine) to this item's ``r(u, i)``, most similar first: the items
+    the model relates the user to the same way as to this one.
     """
 
     item: int
     attention: dict[str, list[tuple[Label, float]]]
+    effects: dict[int, float] | None = None
+    related: list[tuple[int, float]] | None = None
+
+
+@torch.no_grad()
+def pool_effects(model: TranslationModel, user: int, items: Tensor, history: History) -> Tensor:
+    """Leave-one-out effects (len(items), P) of the pool slots of ``user`` (history (1, P)) on
+    the scores of ``items``: ``score(pool) - score(pool with slot j masked)``, 0 for slots that
+    are not valid. One call of the model's own scorer on P + 1 pools (the full one, then each
+    slot removed), restricted to ``items``."""
+    width = history.items.shape[1]
+    pools = history.items.expand(width + 1, width).clone()
+    mask = history.mask.expand(width + 1, width).clone()
+    slots = torch.arange(width, device=pools.device)
+    pools[slots + 1, slots] = model.n_items  # the padding index
+    mask[slots + 1, slots] = False
+    users = torch.full((width + 1,), user, dtype=torch.long, device=pools.device)
+    scores = model.score(users, History(pools, mask), items=items)  # (P + 1, T)
+    effects = (scores[:1] - scores[1:]).T  # (T, P)
+    return effects.masked_fill(~history.mask, 0.0)
+
+
+def effects_by_item(history: History, effects: Tensor) -> list[dict[int, float]]:
+    """Per target, {history item: effect} over the valid pool slots (a duplicate slot has the
+    effect of any copy: the same vector)."""
+    valid = history.mask[0]
+    pool_items = history.items[0][valid].tolist()
+    return [dict(zip(pool_items, row[valid].tolist(), strict=True)) for row in effects]
 
 
 def ranked(labels: list[Label], weights: Tensor) -> list[tuple[Label, float]]:

@@ -11,6 +11,18 @@ from hlrm.errors import HlrmError
 from hlrm.fileio import atomic_path
 
 
+def model_state(model: Any) -> dict[str, Any]:
+    """What rebuilds a model (:func:`hlrm.runs.model_from_checkpoint`): its registered name,
+    hyper-parameters, sizes and weights."""
+    return {
+        "model": model.name,
+        "hparams": model.hparams,
+        "n_users": model.n_users,
+        "n_items": model.n_items,
+        "state_dict": model.state_dict(),
+    }
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

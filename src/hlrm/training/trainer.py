@@ -30,6 +30,7 @@ from hlrm.training.checkpoint import (
     RESUME_KEYS,
     first_line,
     load_checkpoint,
+    model_state,
     save_checkpoint,
 )
 from hlrm.training.history import HistorySampler
@@ -301,13 +302,7 @@ class Trainer:
         return None if self.checkpoint_dir is None else self.checkpoint_dir / name
 
     def _model_state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.name,
-            "hparams": self.model.hparams,
-            "n_users": self.model.n_users,
-            "n_items": self.model.n_items,
-            "state_dict": self.model.state_dict(),
-        }
+        return model_state(self.model)
 
     def _save_last(self, epoch: int) -> None:
         path = self._path("last.pt")

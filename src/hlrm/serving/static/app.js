@@ -50,8 +50,20 @@ function wantExplain() {
 const MODULE_NAMES = {
   user_attention: "history behind it (user attention)",
   item_attention: "item attention",
-  memory: "memory slots",
+  history_attention: "history behind it (attention)",
+  history_effect: "history that raised the score most (share of the pool's effect)",
+  related: "your items with the closest relation (cosine)",
 };
+
+// A bar and its number: an attention weight, a history item's share of the pool's effect on
+// the score, or LRML's relation similarity (hlrm.runs._label_explanation).
+function explanationValue(row) {
+  if (row.weight !== undefined) return { bar: row.weight, text: row.weight.toPrecision(4) };
+  if (row.share !== undefined) {
+    return { bar: Math.abs(row.share), text: `${(100 * row.share).toFixed(1)}%` };
+  }
+  return { bar: row.similarity, text: row.similarity.toPrecision(4) };
+}
 
 function explanationRowLabel(row) {
   if (row.item_id !== undefined) return itemLabel(row);
@@ -66,18 +78,23 @@ function renderExplanation(explanation) {
   for (const [module, rows] of Object.entries(explanation)) {
     const block = element("div", "module");
     block.dataset.module = module;
-    block.appendChild(element("h4", null, MODULE_NAMES[module] || module));
+    let heading = MODULE_NAMES[module] || module;
+    if (rows.length && rows[0].uniform !== undefined) {
+      heading += ` (uniform ${rows[0].uniform.toPrecision(4)})`;
+    }
+    block.appendChild(element("h4", null, heading));
     // a bar is the weight itself (the module's weights sum to 1 over all its entries, of which
     // the heaviest few are shown): uniform attention looks uniform
     for (const row of rows) {
+      const value = explanationValue(row);
       const line = element("div", "bar-row");
       line.appendChild(element("span", "bar-label", explanationRowLabel(row)));
       const bar = element("span", "bar");
       const fill = element("span", "fill");
-      fill.style.width = `${Math.max(0, Math.min(1, row.weight)) * 100}%`;
+      fill.style.width = `${Math.max(0, Math.min(1, value.bar)) * 100}%`;
       bar.appendChild(fill);
       line.appendChild(bar);
-      line.appendChild(element("span", "bar-weight", row.weight.toFixed(3)));
+      line.appendChild(element("span", "bar-weight", value.text));
       block.appendChild(line);
     }
     box.appendChild(block);
