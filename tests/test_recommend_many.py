@@ -254,3 +254,17 @@ def test_explain_text_prints_four_significant_digits_and_the_uniform_weight():
         "history effect (score change without it): 7 +0.01235 (30.0%)",
         "related: Nine cos 0.9877",
     ]
+
+
+def test_a_run_builds_its_deployed_pools_once_per_seed():
+    """A server calls recommend_many per request: the sampler over every interaction is kept on
+    the run (per seed), and the lists are those of a freshly built one."""
+    run = small_run("hlr")
+    first = recommend_many(run, ["u3", "u7"], k=5)
+    sampler = run._samplers[run.config.seed]
+    assert recommend_many(run, ["u3", "u7"], k=5) == first
+    assert run._samplers[run.config.seed] is sampler
+    other = recommend_many(run, ["u3"], k=5, seed=run.config.seed + 1)
+    assert len(run._samplers) == 2 and len(other[0]) == 5
+    recommend(run, items=["item-1", "item-2"], k=5)  # a fold-in: its own model, not cached
+    assert len(run._samplers) == 2

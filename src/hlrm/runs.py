@@ -107,6 +107,11 @@ class Run:
     validation: Run | None = None
     #: The model a two-stage run (``pretrain``) started from, in memory after training.
     first_stage: Recommender | None = None
+    #: Deployed history samplers of :attr:`model` over ``split.everything``, by seed: building
+    #: one copies the whole interaction matrix, which a server would otherwise pay per request.
+    _samplers: dict[int, HistorySampler | None] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def open(cls, path: str | Path, device: str = "cpu") -> Run:
@@ -686,7 +691,7 @@ def _recommend_indices(
     seed = run.config.seed if seed is None else seed
     items, scores = _top_lists(run, model, known, users, k, filter_seen, seed, ann)
     explains = explain and hasattr(model, "explain")
-    sampler = _pool_sampler(model, known, seed) if explains else None
+    sampler = _pool_sampler(run, model, known, seed) if explains else None
     lists = []
     for user, row, values in zip(users.tolist(), items, scores, strict=True):
         keep = row != PAD
@@ -714,7 +719,7 @@ def _top_lists(
     _check_k(k)
     seed = run.config.seed if seed is None else seed
     exclude = known if filter_seen else sp.csr_matrix(known.shape, dtype=np.float32)
-    sampler = _pool_sampler(model, known, seed)
+    sampler = _pool_sampler(run, model, known, seed)
     device = model_device(model)
     if ann is not None:
         return ann.top_k_scored(model, users, exclude, k, history_sampler=sampler, device=device)
@@ -729,14 +734,24 @@ def _top_lists(
     )
 
 
-def _pool_sampler(model: Recommender, known: sp.csr_matrix, seed: int) -> HistorySampler | None:
+def _pool_sampler(
+    run: Run, model: Recommender, known: sp.csr_matrix, seed: int
+) -> HistorySampler | None:
     """The history pools of deployed recommendations: drawn from everything a user has, keyed
-    by (seed, user) so that they do not depend on the batch; None for models without history."""
+    by (seed, user) so that they do not depend on the batch; None for models without history.
+    Kept on ``run`` for its own model and data (a fold-in brings a new model and matrix)."""
     if not model.uses_history:
         return None
-    return HistorySampler(
-        known, model.history_size, model.history_sampling, model_device(model), keyed_seed=seed
-    )
+    cached = model is run.model and known is run.split.everything
+    device = model_device(model)
+    sampler = run._samplers.get(seed) if cached else None
+    if sampler is None or sampler.device != device:
+        sampler = HistorySampler(
+            known, model.history_size, model.history_sampling, device, keyed_seed=seed
+        )
+        if cached:
+            run._samplers[seed] = sampler
+    return sampler
 
 
 def _explanations(
@@ -773,7 +788,7 @@ def explain(
     indices = run.split.items.indices(items)
     seed = run.config.seed if seed is None else seed
     known = run.split.everything
-    sampler = _pool_sampler(model, known, seed)
+    sampler = _pool_sampler(run, model, known, seed)
     return [
         _label_explanation(explanation, run.split)
         for explanation in _explanations(model, known, sampler, index, indices)
