@@ -19,6 +19,9 @@
   (``local_ndcg`` over users with at least one hit). Beyond accuracy, over each cohort's lists:
   ``coverage@k`` = distinct recommended items / n_items, and ``popularity@k`` = the paper's
   "Popularity", the median number of training interactions of the distinct recommended items.
+* **Processes.** Under ``torchrun`` (:mod:`hlrm.distributed`) each rank ranks its own whole
+  scoring blocks of the selected users; sums and counts (never means) are reduced exactly, so
+  every rank gets the single-process metrics, and rank 0 gathers every user's row and list.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from hlrm import distributed
 from hlrm.data.matrix import SplitData
 from hlrm.errors import ConfigError, DataError
 from hlrm.evaluation.metrics import ranking_metrics
-from hlrm.evaluation.ranking import PAD, top_k
+from hlrm.evaluation.ranking import PAD, ranking_block, top_k
 from hlrm.models.base import Recommender
 from hlrm.resources import check_ranking
 from hlrm.training.history import HistorySampler
@@ -93,29 +97,36 @@ def evaluate(
     # ranking_metrics counts exactly, so a cut-off above the catalogue costs nothing extra.
     depth = min(max(ks), split.n_items)
     check_ranking(len(users), depth, f"k={max(ks):,} over {len(users):,} users")
+    # Under torchrun each rank ranks its own whole blocks of users: the blocks, and the pools
+    # drawn for them, are the ones a single process ranks (see hlrm.distributed).
+    block = ranking_block(model, split.n_items, block_users, memory_mib)
+    mine = distributed.shard(len(users), unit=block)
     history_sampler, generator = None, None
     if model.uses_history:
         history_sampler = HistorySampler(
             known, model.history_size, model.history_sampling, device=device
         )
         generator = torch.Generator(device=device).manual_seed(seed)
+        for start in range(0, mine.start, block):  # the pools the ranks before this one draw
+            chunk = torch.from_numpy(users[start : min(start + block, mine.start)]).to(device)
+            history_sampler.sample(chunk, generator=generator)
     recommendations = top_k(
         model,
-        users,
+        users[mine],
         known,
         depth,
         history_sampler=history_sampler,
-        block_users=block_users,
+        block_users=block,
         device=device,
         generator=generator,
         memory_mib=memory_mib,
     )
 
     per_user_values = ranking_metrics(
-        _hit_matrix(recommendations, truth[users]), n_relevant[users], ks
+        _hit_matrix(recommendations, truth[users[mine]]), n_relevant[users[mine]], ks
     )
-    per_cohort = {key: _cohort_means(v, cohort_of, n_cohorts) for key, v in per_user_values.items()}
-    per_cohort.update(_beyond_accuracy(recommendations, cohort_of, n_cohorts, ks, split))
+    per_cohort = _reduced_cohort_means(per_user_values, cohort_of[mine], n_cohorts)
+    per_cohort.update(_beyond_accuracy(recommendations, cohort_of[mine], n_cohorts, ks, split))
     metrics: dict[str, float] = {}
     for key, values in per_cohort.items():
         metrics[key] = _mean_defined(values)
@@ -123,13 +134,18 @@ def evaluate(
             metrics[f"{key}_std"] = _std_defined(values)
 
     columns: dict[str, np.ndarray] = {
-        "user": users,
-        "user_id": split.user_ids[users],
-        "n_relevant": n_relevant[users],
+        "user": users[mine],
+        "user_id": split.user_ids[users[mine]],
+        "n_relevant": n_relevant[users[mine]],
     }
     if cohorts is not None:
-        columns["cohort"] = cohort_of
+        columns["cohort"] = cohort_of[mine]
     per_user = pd.DataFrame({**columns, **per_user_values})
+    if distributed.active():  # rank 0 gathers every rank's users, in the single-process order
+        shards = distributed.gather_to_main((per_user, recommendations))
+        if shards is not None:
+            per_user = pd.concat([frame for frame, _ in shards], ignore_index=True)
+            recommendations = np.concatenate([lists for _, lists in shards])
 
     if cohorts is not None:
         selection = "cohorts"
@@ -149,6 +165,8 @@ def evaluate(
         "n_items": split.n_items,
         "ranking": "exact full ranking; ties by lower item index; short lists padded with -1",
     }
+    if distributed.active():
+        protocol["processes"] = distributed.world_size()
     if model.uses_history:
         protocol["history"] = {
             "source": "+".join(masked),
@@ -212,13 +230,29 @@ def _hit_matrix(recommendations: np.ndarray, truth: sp.csr_matrix) -> np.ndarray
     return np.isin(rec_keys, truth_keys) & (recommendations != PAD)
 
 
-def _cohort_means(values: np.ndarray, cohort_of: np.ndarray, n_cohorts: int) -> np.ndarray:
-    """Mean of the non-NaN values of each cohort (NaN for a cohort without any)."""
-    defined = ~np.isnan(values)
-    sums = np.bincount(cohort_of[defined], weights=values[defined], minlength=n_cohorts)
-    counts = np.bincount(cohort_of[defined], minlength=n_cohorts)
-    with np.errstate(invalid="ignore"):
-        return sums / counts
+def _reduced_cohort_means(
+    per_user_values: dict[str, np.ndarray], cohort_of: np.ndarray, n_cohorts: int
+) -> dict[str, np.ndarray]:
+    """Per metric, the mean of each cohort's non-NaN values (NaN for a cohort without any), over
+    the users of every rank: sums (:func:`hlrm.distributed.exact_parts`, added exactly) and
+    counts are reduced, never means, so any sharding gives the single-process numbers."""
+    keys = list(per_user_values)
+    parts = np.zeros((len(keys), n_cohorts, distributed.PARTS))
+    counts = np.zeros((len(keys), n_cohorts), dtype=np.int64)
+    order = np.argsort(cohort_of, kind="stable")
+    bounds = np.searchsorted(cohort_of[order], np.arange(n_cohorts + 1))
+    for row, key in enumerate(keys):
+        values = per_user_values[key][order]
+        for c in range(n_cohorts):
+            chunk = values[bounds[c] : bounds[c + 1]]
+            defined = chunk[~np.isnan(chunk)]
+            parts[row, c] = distributed.exact_parts(defined)
+            counts[row, c] = len(defined)
+    sums = distributed.gather_sums(parts)
+    counts = distributed.all_sum(counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return {key: means[row] for row, key in enumerate(keys)}
 
 
 def _beyond_accuracy(
@@ -230,15 +264,23 @@ def _beyond_accuracy(
 ) -> dict[str, np.ndarray]:
     """Per-cohort ``coverage@k`` and ``popularity@k`` over the set of distinct recommended items.
 
-    A loop over cohorts and ks only (a handful), each step one ``np.unique``.
+    Per cohort, the best rank at which each item is recommended to anyone (one ``np.unique``
+    over the lists read rank by rank), reduced over the ranks by a minimum; an item is in the
+    top-k set of the cohort when that rank is below k.
     """
+    best_rank = np.full((n_cohorts, split.n_items), np.iinfo(np.int32).max, dtype=np.int64)
+    for c in range(n_cohorts):
+        lists = recommendations[cohort_of == c]
+        by_rank = lists.T.ravel()  # rank 1 of every list, then rank 2, ...
+        items, first = np.unique(by_rank, return_index=True)
+        real = items != PAD
+        best_rank[c, items[real]] = first[real] // max(len(lists), 1)
+    best_rank = distributed.all_min(best_rank)
     names = ("coverage", "popularity")
     out = {f"{name}@{k}": np.full(n_cohorts, np.nan) for k in ks for name in names}
     for c in range(n_cohorts):
-        lists = recommendations[cohort_of == c]
         for k in ks:
-            items = np.unique(lists[:, :k])
-            items = items[items != PAD]
+            items = np.flatnonzero(best_rank[c] < k)
             out[f"coverage@{k}"][c] = len(items) / split.n_items
             if len(items):
                 out[f"popularity@{k}"][c] = np.median(split.item_popularity[items])

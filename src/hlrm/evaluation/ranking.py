@@ -44,6 +44,19 @@ def block_users_for(model: Recommender, n_items: int) -> int:
     return max(1, model.block_elements // max(n_items, 1))
 
 
+def ranking_block(
+    model: Recommender, n_items: int, block_users: int | None, memory_mib: float | None
+) -> int:
+    """The users per block :func:`top_k_scored` ranks with these options. Sharded evaluation
+    (:func:`hlrm.evaluation.protocol.evaluate` under torchrun) cuts its shards at multiples of
+    it, so that every rank ranks exactly the blocks one process would."""
+    if block_users:
+        return block_users
+    if memory_mib is None:
+        return block_users_for(model, n_items)
+    return max(1, max(1, int(memory_mib * 2**20) // ELEMENT_BYTES) // max(n_items, 1))
+
+
 def _scores(model: Recommender, users: Tensor, history: History | None) -> Tensor:
     """``model.score`` of ``users`` in sub-blocks of at most ``model.max_block_users()`` users,
     so the scorer's per-user intermediates stay within the budget too."""
@@ -127,9 +140,9 @@ def top_k_scored(
     was_training, elements = model.training, model.block_elements
     model.eval()
     try:
+        block = ranking_block(model, n_items, block_users, memory_mib)
         if memory_mib is not None:
             model.block_elements = max(1, int(memory_mib * 2**20) // ELEMENT_BYTES)
-        block = block_users or block_users_for(model, n_items)
         with torch.inference_mode():
             for start in range(0, len(users), block):
                 chunk = users[start : start + block]
