@@ -18,6 +18,7 @@ _ESTIMATOR_NAMES = frozenset(
         "LRML",
         "HLR",
         "HLRPlusPlus",
+        "CMLEASE",
         "TransCF",
         "AdaCML",
         "BPR",

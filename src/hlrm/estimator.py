@@ -403,6 +403,12 @@ class HLRPlusPlus(Estimator):
     model_name = "hlr++"
 
 
+class CMLEASE(Estimator):
+    """CML plus EASE's item-item term weighted on validation (:mod:`hlrm.models.hybrid`)."""
+
+    model_name = "cml-ease"
+
+
 class TransCF(Estimator):
     """Translation-based collaborative filtering (:class:`hlrm.models.transcf.TransCF`)."""
 
@@ -448,8 +454,10 @@ class Popularity(Estimator):
 #: Registered model name → its estimator class.
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.model_name: cls
-    for cls in (CML, LRML, HLR, HLRPlusPlus, TransCF, AdaCML, BPR, ALS, ItemKNN, EASE, Popularity)
-}
+    for cls in (
+        CML, LRML, HLR, HLRPlusPlus, CMLEASE, TransCF, AdaCML, BPR, ALS, ItemKNN, EASE, Popularity
+    )
+}  # fmt: skip
 _UNCOVERED = sorted(set(MODELS) - set(ESTIMATORS))
 if _UNCOVERED:  # pragma: no cover - a new model needs its class here
     raise RuntimeError(f"models without an estimator class: {_UNCOVERED}")

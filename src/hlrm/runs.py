@@ -74,7 +74,7 @@ BEST = "checkpoints/best.pt"
 #: ``metrics.json`` of a run without a test split (a final fit, or a zero test share).
 NO_TEST = "no test split (a final fit on every interaction, or a zero test share): not evaluated"
 #: The models with :meth:`explain` (what led to a recommendation).
-EXPLAINED = ("HLR", "HLR++", "AdaCML", "LRML")
+EXPLAINED = ("HLR", "HLR++", "AdaCML", "LRML", "CML-EASE")
 
 
 def model_from_checkpoint(state: dict[str, Any], source: object = "the checkpoint") -> Recommender:
@@ -337,6 +337,11 @@ def train(
         chosen_by = f"the best validation epoch of the run in {VALIDATION}/"
         if log is not None:
             log(f"final fit: {epochs} epochs (best on validation) on every interaction")
+        if getattr(validation.model, "blend_grid", ()):  # the weight validation chose, fixed
+            params = {**config.model.params, "blend": validation.model.blend}
+            config = dataclasses.replace(
+                config, model=dataclasses.replace(config.model, params=params)
+            )
     elif MODELS[config.model.name].trainable and log is not None:
         log(f"note: no validation part to choose the epochs on; the final fit trains {epochs}")
     torch.manual_seed(config.seed)
@@ -495,6 +500,8 @@ def _fit(
         if fit:
             trainer.fit()
             trainer.load_best()
+            if trainer.blend_values is not None:
+                _record_blend(trainer.blend_values, path, log)
         else:
             trainer.save_best()
         run = Run(config, split, model, path, best_epoch=trainer.best_epoch)
@@ -512,6 +519,19 @@ def _fit(
         if lock is not None:
             lock.close()  # releases the lock
     return run
+
+
+def _record_blend(
+    values: dict[str, Any], path: Path | None, log: Callable[[str], None] | None
+) -> None:
+    """The blend weight chosen on validation after training (CML-EASE), in ``meta.json`` and
+    the log."""
+    scores = ", ".join(f"{weight:g}: {value:.4f}" for weight, value in values["validation"].items())
+    if log is not None:
+        log(f"blend weight {values['chosen']:g} chosen on validation {values['metric']} ({scores})")
+    if path is not None:
+        written = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        write_json(path / "meta.json", {**written, "blend": values})
 
 
 def pretrain_config(config: RunConfig) -> RunConfig:

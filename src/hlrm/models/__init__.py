@@ -6,6 +6,7 @@ from hlrm.models import (  # noqa: F401  (registration)
     bpr,
     cml,
     hlr,
+    hybrid,
     lrml,
     neighbors,
     popularity,

@@ -226,6 +226,9 @@ class Trainer:
         self.history: list[EpochRecord] = []
         self._best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch = 0  # stays 0 for models fitted without epochs
+        #: The validation values of each blend weight tried after training (CML-EASE), and the
+        #: one kept; None for other models.
+        self.blend_values: dict[str, Any] | None = None
         model.to(self.device)
         model.prepare(split.train)
         if not model.trainable:
@@ -467,7 +470,29 @@ class Trainer:
             torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
             if bar is not None:
                 bar.close()
+        self._choose_blend()
         return self.history
+
+    def _choose_blend(self) -> None:
+        """Models whose score adds a term weighted after training (``blend_grid``, CML-EASE):
+        the kept epoch gets the weight of the grid that scores best on validation (the selection
+        metric; NDCG@10 when epochs are selected by loss), the smallest on ties, and the best
+        checkpoint is saved with it. Without a validation split the weight stays as it is."""
+        grid = getattr(self.model, "blend_grid", ())
+        if not grid or self.valid_batches is None:
+            return
+        metric = "ndcg@10" if self.config.select_by == LOSS_SELECTION else self.config.select_by
+        k = int(metric.split("@")[1])
+        self.load_best()
+        values = {}
+        for weight in grid:
+            self.model.set_blend(weight)
+            result = evaluate(self.model, self.split, ks=(k,), target="valid", device=self.device)
+            values[weight] = result.metrics[metric]
+        chosen = max(grid, key=lambda weight: (values[weight], -weight))
+        self.model.set_blend(chosen)
+        self.blend_values = {"metric": metric, "chosen": chosen, "validation": values}
+        self.save_best()
 
     def _score_start(self) -> None:
         """Epoch 0: the weights training starts from, scored on validation and kept as the best

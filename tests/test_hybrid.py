@@ -1,0 +1,113 @@
+"""CML-EASE (hlrm.models.hybrid): a CML trained as usual, plus β times EASE's item-item scores
+with β chosen on validation after training."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hlrm.config import ModelConfig, RunConfig
+from hlrm.data.pipeline import DataConfig
+from hlrm.errors import ConfigError
+from hlrm.evaluation.protocol import evaluate
+from hlrm.models import create_model
+from hlrm.models.hybrid import BLEND_GRID
+from hlrm.runs import Run, recommend, train
+from hlrm.training.trainer import TrainConfig, Trainer
+from test_training import random_split
+
+TRAIN = {"epochs": 3, "batch_size": 64, "device": "cpu", "negatives": 8}
+
+
+def trained(name, split, **params):
+    torch.manual_seed(3)
+    model = create_model(name, split.n_users, split.n_items, dim=8, **params)
+    trainer = Trainer(model, split, TrainConfig(**TRAIN), seed=3, progress=False)
+    trainer.fit()
+    trainer.load_best()
+    return model, trainer
+
+
+def test_the_cml_part_trains_exactly_like_a_cml_and_beta_is_the_validation_best():
+    split = random_split()
+    cml, cml_trainer = trained("cml", split)
+    hybrid, trainer = trained("cml-ease", split)
+    assert trainer.best_epoch == cml_trainer.best_epoch
+    for name in ("user_embeddings", "item_embeddings"):
+        assert torch.equal(getattr(hybrid, name), getattr(cml, name))
+    values = trainer.blend_values["validation"]
+    assert list(values) == list(BLEND_GRID)
+    assert trainer.blend_values["chosen"] == hybrid.blend == max(values, key=values.get)
+    users = torch.arange(split.n_users)
+    expected = cml.score(users) + hybrid.blend * hybrid.item_item.score(users)
+    assert torch.equal(hybrid.score(users), expected)
+    hybrid.set_blend(0.0)
+    assert torch.equal(hybrid.score(users), cml.score(users))
+    assert evaluate(hybrid, split, ks=(10,), target="valid").metrics["ndcg@10"] == pytest.approx(
+        values[0.0]
+    )
+
+
+def test_candidates_items_and_explanations_agree_with_the_full_score():
+    split = random_split()
+    model = create_model("cml-ease", split.n_users, split.n_items, dim=8, blend=0.7)
+    model.prepare(split.train)
+    assert model.blend_grid == ()  # a fixed weight is not searched
+    users = torch.tensor([0, 5, 9])
+    full = model.score(users)
+    candidates = torch.tensor([[1, 2, 3], [4, 0, 7], [9, 8, 39]])
+    assert torch.allclose(
+        model.score_candidates(users, None, candidates), full.gather(1, candidates)
+    )
+    items = torch.tensor([3, 11, 20])
+    assert torch.allclose(model.score(users, items=items), full[:, items])
+    cml_part = model.score(users) - 0.7 * model.item_item.score(users)
+    for explanation in model.explain(5, items):
+        total = sum(explanation.effects.values())
+        owned = set(split.train[5].indices.tolist())
+        assert set(explanation.effects) == owned
+        assert total == pytest.approx(
+            float(full[1, explanation.item] - cml_part[1, explanation.item]), abs=1e-5
+        )
+
+
+def test_the_weight_is_checked():
+    with pytest.raises(ConfigError, match="blend"):
+        create_model("cml-ease", 4, 4, blend=-1.0)
+
+
+def small_log(path):
+    rng = np.random.default_rng(0)
+    users, items = np.nonzero(rng.random((60, 40)) < 0.25)
+    pd.DataFrame({"user": users, "item": items}).to_csv(path, index=False)
+    return path
+
+
+def run_config(path, **params):
+    return RunConfig(
+        seed=7,
+        data=DataConfig(path=str(path), user_core=1, item_core=1),
+        model=ModelConfig("cml-ease", {"dim": 8, **params}),
+        train=TrainConfig(device="cpu", batch_size=256, epochs=3),
+    )
+
+
+def test_a_run_keeps_the_chosen_weight_and_a_final_fit_reuses_it(tmp_path):
+    data = small_log(tmp_path / "log.csv")
+    notes = []
+    run = train(run_config(data), tmp_path / "run", progress=False, log=notes.append)
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["blend"]["chosen"] == run.model.blend
+    assert any(note.startswith("blend weight") for note in notes)
+    opened = Run.open(tmp_path / "run")
+    assert opened.model.blend == run.model.blend
+    assert opened.metrics["ndcg@10"] == run.metrics["ndcg@10"]
+    listed = recommend(opened, user=opened.split.user_ids[0], k=3, explain=True)
+    assert listed[0].explanation["history_effect"]
+    config = run_config(data)
+    config.final = True
+    final = train(config, tmp_path / "final", progress=False)
+    assert final.model.blend == final.validation.model.blend
+    assert final.config.model.params["blend"] == final.model.blend
