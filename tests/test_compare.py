@@ -199,6 +199,19 @@ def test_seeds_reuse_resume_and_report(tmp_path):
     assert again.statuses["cml"] == {1: "reused", 2: "resumed"}
     assert again.summary["cml"]["ndcg@10"] == pytest.approx(report.summary["cml"]["ndcg@10"])
 
+    # a run written before keep_start and pretrain existed lacks them: it did what their
+    # neutral values do, so it is reused
+    stored = tmp_path / "runs/cml/seed-1/config.toml"
+    lines_kept = [
+        line
+        for line in stored.read_text().splitlines()
+        if not line.startswith(("keep_start", "pretrain"))
+    ]
+    stored.write_text("\n".join(lines_kept) + "\n")
+    assert (
+        compare(config, tmp_path, progress=False, log=lines.append).statuses["cml"][1] == "reused"
+    )
+
     # a run trained under another configuration is never mixed in
     config.base.train.lr = 0.01
     with pytest.raises(ConfigError, match="train.lr"):

@@ -72,7 +72,7 @@ from hlrm.evaluation.significance import PairedTest, compare_to_baseline
 from hlrm.fileio import atomic_path, write_json, write_text
 from hlrm.models.base import canonical_name, model_parameters
 from hlrm.runs import CONFIG, train
-from hlrm.training.trainer import TrainConfig
+from hlrm.training.trainer import INTRODUCED_LATER, TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -442,6 +442,8 @@ def check_run(planned: PlannedRun, report: Path) -> None:
     path = report / planned.path
     if (path / CONFIG).is_file():
         stored = RunConfig.from_toml(path / CONFIG)
+        missing = {k: v for k, v in INTRODUCED_LATER.items() if getattr(stored.train, k) is None}
+        stored.train = dataclasses.replace(stored.train, **missing)
         source = Path(planned.config.init_from)
         if stored.init_from and Path(stored.init_from).parts[-len(source.parts) :] == source.parts:
             stored.init_from = planned.config.init_from  # the same source run, wherever the report

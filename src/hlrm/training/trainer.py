@@ -59,6 +59,11 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "keep_start": False,
 }
 
+#: Options added after runs were first written, with the value that reproduces what a run
+#: written before them did: a stored configuration without them means these (a report's old runs
+#: are reused, not retrained, when nothing else differs).
+INTRODUCED_LATER: dict[str, Any] = {"pretrain": "none", "keep_start": False}
+
 #: What ``pretrain`` may name: "none", or a model trained first (with its own default recipe)
 #: whose user and item embeddings start this one (:func:`hlrm.runs.train`).
 PRETRAIN_MODELS = ("none", "cml")
