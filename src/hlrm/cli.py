@@ -108,6 +108,7 @@ class Verbosity:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=show_version, is_eager=True, help="Print the version."),
@@ -124,6 +125,34 @@ def main_options(
 ) -> None:
     """Collaborative metric learning recommenders with latent relations."""
     Verbosity.set(quiet, verbose)
+    if several_processes() and ctx.invoked_subcommand not in PARALLEL_COMMANDS:
+        raise ConfigError(
+            f"hlrm {ctx.invoked_subcommand} runs in one process; under torchrun only "
+            f"{' and '.join(PARALLEL_COMMANDS)} run on several (docs/scaling.md)"
+        )
+
+
+#: The commands ``torchrun --nproc-per-node N -m hlrm`` runs on N processes (hlrm.distributed).
+PARALLEL_COMMANDS = ("train", "evaluate")
+
+
+def several_processes() -> bool:
+    """Whether torchrun started this process as one of several (read from the environment
+    without importing torch, which ``hlrm --help`` must not load)."""
+    return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1")
+
+
+def join_processes(device: str) -> bool:
+    """Under torchrun, join the other processes (:func:`hlrm.distributed.init_from_env`) and
+    silence every rank but 0; returns whether this process is the one that prints."""
+    if not several_processes():
+        return True
+    from hlrm import distributed
+
+    distributed.init_from_env(device)
+    if not distributed.is_main():
+        Verbosity.set(True)
+    return distributed.is_main()
 
 
 datasets_app = typer.Typer(help="List the known datasets, or show one after preprocessing.")
@@ -750,10 +779,18 @@ def train_command(
     )  # fmt: skip
     if not run_config.data.dataset and not run_config.data.path:
         raise ConfigError("say what to train on: --dataset NAME or --data FILE (or --config)")
+    if tune_trials and several_processes():
+        raise ConfigError(
+            "--tune runs its trials in one process: run hlrm tune (or train --tune) without "
+            "torchrun, then train the chosen configuration under torchrun"
+        )
     if tune_trials:
         final = run_config.final  # the study's best configuration is an ordinary run's
         run_config = tuned_config(run_config, run_dir, tune_trials, progress)
         run_config.final = final
+    if not join_processes(run_config.train.device):
+        train(run_config, run_dir, resume=resume, progress=False, log=None)
+        return
     logger.debug(f"configuration:\n{run_config.to_toml()}")
     run = train(run_config, run_dir, resume=resume, progress=progress, log=plain_log)
     tested = run.validation if run.config.final else run
@@ -835,6 +872,7 @@ def evaluate_command(
 
     ks = parse_ks(k) if k else None
     device = device or "auto"
+    prints = join_processes(device)
     run = Run.open(run_dir, device)
     if run.metrics is None:  # metrics.json is the last file a finished training writes
         if not allow_incomplete:
@@ -850,6 +888,8 @@ def evaluate_command(
         run.config.eval.memory_mib = score_memory
         run.config.eval.validate()
     result = run.evaluate(ks, cohorts=cohorts, max_users=eval_size, device=device)
+    if not prints:  # another rank of torchrun: rank 0 prints the metrics
+        return
     if as_json:
         typer.echo(json.dumps({**result.metrics, "protocol": result.protocol}, indent=2))
         return

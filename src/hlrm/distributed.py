@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import inspect
 import math
 import os
 from collections.abc import Sequence
@@ -202,3 +203,46 @@ def gather_sums(parts: np.ndarray) -> np.ndarray:
     stacked = np.moveaxis(gathered, 0, -2)  # (..., W, PARTS)
     flat = stacked.reshape(-1, stacked.shape[-2] * stacked.shape[-1])
     return np.array([math.fsum(row) for row in flat.tolist()]).reshape(parts.shape[:-1])
+
+
+# ---- training ------------------------------------------------------------------------------------
+def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` wrapped in ``DistributedDataParallel``: its parameters are broadcast from rank
+    0 now, and every backward pass through it averages the gradients over the ranks."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if any(
+        isinstance(m, torch.nn.Embedding) and m.sparse for m in module.modules()
+    ):  # NCCL cannot reduce sparse gradients, and gloo's sparse path differs from the dense sum
+        raise ConfigError("sparse embedding gradients cannot be averaged across processes")
+    ids = [device.index] if device.type == "cuda" else None
+    # Buffers (TransCF's neighbourhoods and its sparse averaging operators) follow from the data
+    # and the parameters on every rank alike: DDP neither copies them from rank 0 at the start
+    # (it cannot copy sparse ones) nor before every forward (the option's name since torch 2.12).
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        module, [name for name, _ in module.named_buffers()]
+    )
+    no_sync = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        else {"broadcast_buffers": False}
+    )
+    return DistributedDataParallel(module, device_ids=ids, **no_sync)
+
+
+def all_sum_float(value: float) -> float:
+    """``value`` summed over the ranks (a reported number, such as the epoch's loss)."""
+    if not active():
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor.item())
+
+
+def from_main(value: float) -> float:
+    """Rank 0's ``value`` on every rank: decisions (keep this epoch? stop?) must agree."""
+    if not active():
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())

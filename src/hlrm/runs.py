@@ -35,6 +35,7 @@ import scipy.sparse as sp
 import torch
 
 import hlrm
+from hlrm import distributed
 from hlrm.config import ModelConfig, RunConfig
 from hlrm.data.matrix import SplitData
 from hlrm.data.pipeline import data_checksums, data_notes, load_split
@@ -305,6 +306,8 @@ def train(
     """
     config = config.resolved()
     path = None if run_dir is None else Path(run_dir)
+    if not distributed.is_main():  # under torchrun, rank 0 alone talks and writes
+        progress, log = False, None
     if path is not None:
         _check_run_directory(path, resume)
     if config.final and resume:
@@ -413,6 +416,7 @@ def _meta(config: RunConfig, extra: dict[str, Any] | None = None) -> dict[str, A
         "device": str(resolve_device(config.train.device)),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
+        "processes": distributed.world_size(),
         **(extra or {}),
     }
 
@@ -468,8 +472,11 @@ def _fit(
         )
         _warm_start(model, source, config.init_from)
 
+    # Under torchrun every rank trains and evaluates, and rank 0 alone writes the run.
+    writes = path is not None and distributed.is_main()
+
     def log_epoch(_: EpochRecord) -> None:
-        if path is not None:
+        if writes:
             frame = pd.DataFrame([vars(r) for r in trainer.history])
             write_text(path / "history.csv", frame.to_csv(index=False))
 
@@ -487,9 +494,10 @@ def _fit(
     if resume and path is not None:
         _check_resumable(config, path)
         trainer.resume()
-    lock = None if path is None else lock_run_directory(path)
+    distributed.barrier()  # every rank has checked the directory before rank 0 writes in it
+    lock = lock_run_directory(path) if writes else None
     try:
-        if path is not None:
+        if writes:
             for directory in (path, path / "checkpoints"):  # left by a write killed mid-rename
                 remove_stale_temporaries(directory)
             write_text(path / CONFIG, config.to_toml())
@@ -509,11 +517,11 @@ def _fit(
         if split.test.nnz:
             result = run.evaluate(device=config.train.device)
             run.metrics = {**result.metrics, "protocol": result.protocol}
-            if path is not None:
+            if writes:
                 write_evaluation(path, result)
         else:  # metrics.json still marks the run finished (it is written last)
             run.metrics = {"protocol": {"target": None, "note": NO_TEST}}
-            if path is not None:
+            if writes:
                 write_json(path / "metrics.json", run.metrics)
     finally:
         if lock is not None:

@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from hlrm import distributed
 from hlrm.data.matrix import SplitData
 from hlrm.errors import ConfigError, TrainingError
 from hlrm.evaluation.metrics import METRICS
 from hlrm.evaluation.protocol import evaluate
-from hlrm.models.base import Recommender
+from hlrm.models.base import Objective, Recommender, TrainBatch, pool_rows
 from hlrm.training.checkpoint import (
     MODEL_KEYS,
     RESUME_KEYS,
@@ -224,7 +225,7 @@ class Trainer:
         self.split = split
         self.config = config
         self.seed = seed
-        self.device = resolve_device(config.device)
+        self.device = distributed.device_for(resolve_device(config.device))
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.progress = progress
         self.on_epoch = on_epoch
@@ -300,6 +301,11 @@ class Trainer:
                 },
             ]
         self.optimizer = make_adam([g for g in groups if g["params"]], config.lr)
+        # Under torchrun: each rank trains on its rows of every global batch (hlrm.distributed).
+        self.world = distributed.world_size()
+        self._step_loss: torch.nn.Module = BatchLoss(model, self.objective)
+        if self.world > 1:
+            self._step_loss = distributed.data_parallel(self._step_loss, self.device)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, config.lr_gamma)
         self.start_epoch = 1
         self.best_value = math.inf
@@ -314,7 +320,7 @@ class Trainer:
 
     def _save_last(self, epoch: int) -> None:
         path = self._path("last.pt")
-        if path is None:
+        if path is None or not distributed.is_main():
             return
         state = self._model_state()
         state.update(
@@ -332,7 +338,7 @@ class Trainer:
         path = self._path("best.pt")
         if path is None:
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        else:
+        elif distributed.is_main():
             save_checkpoint(path, self._model_state())
 
     def resume(self) -> None:
@@ -365,7 +371,7 @@ class Trainer:
         generator = epoch_generator(self.seed, epoch, self.device)
         total, count = 0.0, 0
         for step, batch in enumerate(self.train_batches.epoch(generator, epoch), start=1):
-            loss = self.model.loss(batch, self.objective)
+            loss = self._step_loss(*self._share(batch))
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the training loss became {loss.item()} at epoch {epoch}, batch {step}; "
@@ -377,12 +383,32 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
             self.optimizer.step()
             self.model.after_step()
-            total += loss.item()
+            total += loss.item() / self.world  # this rank's part of the batch's loss
             count += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-        return total / count
+                bar.set_postfix(loss=f"{total * self.world / count:.4f}", refresh=False)
+        return distributed.all_sum_float(total) / count
+
+    def _share(self, batch: TrainBatch) -> tuple[TrainBatch, float]:
+        """This rank's contiguous rows of a global batch, and the factor that makes the
+        average DDP takes over the ranks equal to the loss of the whole batch: a mean over
+        the rows weighs each rank's mean by its share of them, a sum counts every row once."""
+        if self.world == 1:
+            return batch, 1.0
+        size = len(batch.users)
+        rows = distributed.shard(size)
+        local = TrainBatch(
+            batch.users[rows],
+            batch.positives[rows],
+            batch.negatives[rows],
+            pool_rows(batch.history, rows),
+            batch.shared,
+            None if batch.negative_log_weights is None else batch.negative_log_weights[rows],
+        )
+        if self.config.reduction == "sum":
+            return local, float(self.world)
+        return local, (rows.stop - rows.start) * self.world / size
 
     @torch.no_grad()
     def validation_loss(self) -> float:
@@ -438,6 +464,7 @@ class Trainer:
                 train_loss = self._train_epoch(epoch, bar)
                 valid_loss = self.validation_loss()
                 value, metric = self._selection_value(valid_loss)
+                value = distributed.from_main(value)  # every rank keeps and stops alike
                 # Without a validation split the latest epoch is the one kept.
                 improved = (
                     self.valid_batches is None
@@ -504,7 +531,8 @@ class Trainer:
         so far (``keep_start``)."""
         started = time.perf_counter()
         valid_loss = self.validation_loss()
-        self.best_value, metric = self._selection_value(valid_loss)
+        value, metric = self._selection_value(valid_loss)
+        self.best_value = distributed.from_main(value)
         self.best_epoch = 0
         self.save_best()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -519,8 +547,26 @@ class Trainer:
     def load_best(self) -> None:
         """Restore the best epoch's weights (in memory if no checkpoint directory)."""
         path = self._path("best.pt")
+        distributed.barrier()  # rank 0 has written the best epoch's weights
         if path is None:
             if self._best_state is not None:
                 self.model.load_state_dict(self._best_state)
         elif path.is_file():
             self.model.load_state_dict(load_checkpoint(path, self.device)["state_dict"])
+
+
+class BatchLoss(torch.nn.Module):
+    """A model's loss on a batch, times a weight, as a module's ``forward``: what
+    ``DistributedDataParallel`` wraps (it averages the gradients of what its forward returns).
+    A rank whose share of a batch is empty still takes part, with a zero loss."""
+
+    def __init__(self, model: Recommender, objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch: TrainBatch, weight: float = 1.0) -> torch.Tensor:
+        if len(batch.users) == 0:
+            return sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
+        loss = self.model.loss(batch, self.objective)
+        return loss if weight == 1.0 else loss * weight
