@@ -23,7 +23,6 @@ from hlrm.evaluation.significance import paired_pvalues
 from hlrm.models.base import History, Recommender, create_model
 from hlrm.runs import Run
 
-
 RAW = False
 
 

@@ -509,7 +509,7 @@ def _fit(
             trainer.fit()
             trainer.load_best()
             if trainer.blend_values is not None:
-                _record_blend(trainer.blend_values, path, log)
+                _record_blend(trainer.blend_values, path if writes else None, log)
         else:
             trainer.save_best()
         run = Run(config, split, model, path, best_epoch=trainer.best_epoch)
