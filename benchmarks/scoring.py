@@ -18,6 +18,12 @@ up and scores every item), ``tri_scored`` = the share the triangle bound of the 
 (``||u + R - e_i|| >= ||u - e_i|| - mass·max_m ||M_m||``) would keep even with the exact k-th
 distance as threshold.
 
+Block table (HLR and HLR++): users per second of ``model.score`` called directly on the same
+users in user blocks of 5, 20 and 100 (``ups_block5`` ...), ``block_spread`` = fastest ÷ slowest,
+``same_across_blocks``: whether the scores are bit-identical across the blocks, and ``tiles``:
+the scorer's (users, items) tile (measured per machine, :mod:`hlrm.models.tiling`;
+``--no-autotune`` uses the fixed default).
+
 ``--quick``: ml-100k, 100 users, random parameters, 2 repeats, no memory children; under a
 minute on 2 CPU cores. Prints one JSON line per model, then an aligned table.
 """
@@ -26,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,7 +67,16 @@ COLUMNS = [
     "same_top_k",
     "scored",
     "tri_scored",
+    "tiles",
+    "ups_block5",
+    "ups_block20",
+    "ups_block100",
+    "block_spread",
+    "same_across_blocks",
 ]
+
+#: User blocks of the block table.
+BLOCKS = (5, 20, 100)
 
 
 #: (slower, faster, key): speedups reported when both scorers ran.
@@ -107,8 +124,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per scorer (best kept)")
     parser.add_argument("--memory", action="store_true", help="peak memory per scorer (children)")
     common.add_run_options(parser)
+    parser.add_argument(
+        "--no-autotune",
+        action="store_true",
+        help="HLR / HLR++ score in the fixed default tiles instead of measured ones",
+    )
     parser.add_argument("--quick", action="store_true", help="ml-100k, 100 users, random")
     args = parser.parse_args(argv)
+    if args.no_autotune:
+        os.environ["HLRM_AUTOTUNE"] = "0"
     if args.quick:
         args.dataset, args.users, args.train_epochs, args.repeats = "ml-100k", 100, 0, 2
         args.run_dir = []
@@ -186,6 +210,37 @@ def pruning_shares(model: Recommender, work: dict[str, Any], k: int) -> dict[str
     return {"scored": scored, "tri_scored": tri_scored}
 
 
+def block_table(model: Recommender, work: dict[str, Any], repeats: int) -> dict[str, Any]:
+    """Users per second of ``model.score`` on the same users and pools in user blocks of
+    :data:`BLOCKS` (best of ``repeats``), and whether the scores are bit-identical across them."""
+    device = model.user_embeddings.device
+    users = torch.from_numpy(work["users"]).to(device)
+    pools = work["pools"]
+    row: dict[str, Any] = {}
+    reference = None
+    same = True
+    with torch.inference_mode():
+        row["tiles"] = "x".join(map(str, model.chosen_tiles(users, pools)))  # measured here
+        for block in BLOCKS:
+            best = math.inf
+            for _ in range(max(1, repeats)):
+                started = time.perf_counter()
+                scores = torch.cat(
+                    [
+                        model.score(users[s : s + block], pool_rows(pools, slice(s, s + block)))
+                        for s in range(0, len(users), block)
+                    ]
+                )
+                best = min(best, time.perf_counter() - started)
+            row[f"ups_block{block}"] = len(users) / best
+            reference = scores if reference is None else reference
+            same = same and torch.equal(scores, reference)
+    speeds = [row[f"ups_block{block}"] for block in BLOCKS]
+    row["block_spread"] = max(speeds) / min(speeds)
+    row["same_across_blocks"] = same
+    return row
+
+
 def bench_model(model: Recommender, params: str, split, args: argparse.Namespace) -> dict[str, Any]:
     model = model.to(args.device).eval()
     users = sample_users(split, args.users, args.seed)
@@ -224,6 +279,8 @@ def bench_model(model: Recommender, params: str, split, args: argparse.Namespace
     }
     row.update(accuracy(model, work, args.k))
     row.update(pruning_shares(model, work, args.k))
+    if model.name in ("hlr", "hlr++"):
+        row.update(block_table(model, work, args.repeats))
     if args.memory:
         for scorer in scorers:
             job = common.Job.of(

@@ -24,19 +24,17 @@ from hlrm.models.memory import (
     Explanation,
     Label,
     MemoryTranslationModel,
-    PoolAddressing,
     RelationMemory,
     admit_first_padding,
-    attend,
     effects_by_item,
     key_norms,
     masked_attention,
     pool_effects,
     ranked,
-    relation_distances,
     require_history,
     softmax_floor,
 )
+from hlrm.models.relation_scoring import RelationProblem, score_relations
 
 
 def user_attention(
@@ -136,6 +134,48 @@ class HLR(MemoryTranslationModel):
         mask = torch.cat([history.mask.new_ones(len(users), 1), history.mask], 1)
         return user, pool, mask
 
+    def relation_problem(
+        self, users: Tensor, history: History | None, items: Tensor | None = None
+    ) -> RelationProblem:
+        """What :meth:`score` computes, as the input of the scoring backends
+        (:mod:`hlrm.models.relation_scoring`); ``items``: only these item indices."""
+        user, pool, mask = self._pool(users, require_history(self, history))
+        return self._problem("hlr", user, pool, mask, items)
+
+    def _problem(
+        self,
+        kind: str,
+        user: Tensor,
+        pool: Tensor,
+        mask: Tensor,
+        items: Tensor | None,
+        item_mask: Tensor | None = None,
+    ) -> RelationProblem:
+        """The problem of the users ``user`` with their user-attention ``pool`` / ``mask`` (and,
+        for HLR++, the item attention's ``item_mask``)."""
+        table = self.item_embeddings
+        return RelationProblem(
+            kind=kind,
+            user=user,
+            pool=pool,
+            pool_mask=mask,
+            keys=self.lram.scaled_keys,
+            memory=self.lram.memory,
+            attention_scale=float(self.lram.attention_logits(table.new_ones(()))),
+            beta=self.beta,
+            items=table if items is None else table.index_select(0, items),
+            item_norm=float(table.norm(dim=1).max()) if len(table) else 0.0,
+            item_mask=item_mask,
+        )
+
+    def chosen_tiles(self, users: Tensor, history: History | None) -> tuple[int, int]:
+        """The (users, items) tile the plain scorer uses for calls like ``score(users,
+        history)``: :attr:`scoring_tiles`, else measured for this machine and shape."""
+        from hlrm.models.tiling import choose_tiles
+
+        problem = self.relation_problem(users, history)
+        return self.scoring_tiles or choose_tiles(problem, self.block_elements)
+
     def translations(self, users: Tensor, history: History | None, targets: Tensor) -> Tensor:
         user, pool, mask = self._pool(users, require_history(self, history))
         return user_attention(
@@ -146,21 +186,14 @@ class HLR(MemoryTranslationModel):
     def score(
         self, users: Tensor, history: History | None = None, items: Tensor | None = None
     ) -> Tensor:
-        """Exact factorised scoring (spec 9): per item block one GEMM gives the (I_b, U, 1+P, N)
-        addresses, the attention logits are ``a · (M u)`` and the distance is a quadratic form in
-        the mixed coefficients; memory O(U · I_b · (1+P) · N), never (U, I_b, 1+P, d).
-        ``items``: score only these item indices."""
-        user, pool, mask = self._pool(users, require_history(self, history))
-        n_users, n_pool = pool.shape[:2]
-        addressing = PoolAddressing(pool, self.lram.scaled_keys, self.item_embeddings)
-        query = self.lram.attention_logits(user @ self.lram.memory.T)
-
-        def block_distances(items: Tensor) -> Tensor:
-            coefficients = attend(addressing.exponentials(items), query, mask, self.beta)
-            return relation_distances(coefficients, user, items, self.lram.memory)
-
-        per_item = n_users * n_pool * self.lram.n_slots
-        return self.blockwise_scores(n_users, per_item, block_distances, items)
+        """Exact factorised scoring (spec 9, :mod:`hlrm.models.relation_scoring`): per tile of
+        users and items one GEMM gives the (I_t, U_t, 1+P, N) addresses, the attention logits
+        are ``a · (M u)`` and the distance is a quadratic form in the mixed coefficients; never
+        a (U, I, 1+P, d) tensor. ``items``: score only these item indices."""
+        problem = self.relation_problem(users, history, items)
+        return score_relations(
+            problem, self.block_elements, self.scoring_backend, self.scoring_tiles
+        )
 
     def coefficient_bounds(
         self, users: Tensor, history: History | None
@@ -284,38 +317,19 @@ class HLRPlusPlus(HLR):
         addresses (one GEMM) — no tiling. Both parts are coefficient vectors over the same
         memory, so the distance is one quadratic form in their sum. ``items``: score only these
         item indices."""
+        problem = self.relation_problem(users, history, items)
+        return score_relations(
+            problem, self.block_elements, self.scoring_backend, self.scoring_tiles
+        )
+
+    def relation_problem(
+        self, users: Tensor, history: History | None, items: Tensor | None = None
+    ) -> RelationProblem:
         history = require_history(self, history)
         user = self.user_embeddings[users]
         prefs = self.history_vectors(history)
-        n_users, n_prefs = prefs.shape[:2]
-        memory = self.lram.memory
         user_mask = self._user_mask(history.mask)
-        item_mask = torch.cat([history.mask.new_ones(n_users, 1), history.mask], 1)
-        keys = self.lram.scaled_keys
-        history_addressing = PoolAddressing(prefs, keys, self.item_embeddings)
-        target_addressing = PoolAddressing(user.unsqueeze(1), keys, self.item_embeddings)
-        history_addresses = self.lram.address(user.unsqueeze(1), prefs)  # (U, P, N)
-        query = self.lram.attention_logits(user @ memory.T)
-
-        def block_distances(items: Tensor) -> Tensor:
-            user_part = attend(history_addressing.exponentials(items), query, user_mask, self.beta)
-            target_addresses = target_addressing.addresses(items).squeeze(2)
-            item_side = self.lram.attention_logits(items @ memory.T)
-            logits = torch.cat(
-                [
-                    (target_addresses * item_side.unsqueeze(1)).sum(-1, keepdim=True),
-                    torch.einsum("upn,in->iup", history_addresses, item_side),
-                ],
-                -1,
-            )
-            weights = masked_attention(logits, item_mask, self.beta)
-            item_part = weights[..., :1] * target_addresses + torch.einsum(
-                "iup,upn->iun", weights[..., 1:], history_addresses
-            )
-            return relation_distances(user_part + item_part, user, items, memory)
-
-        per_item = n_users * max(n_prefs, 1) * self.lram.n_slots
-        return self.blockwise_scores(n_users, per_item, block_distances, items)
+        return self._problem("hlr++", user, prefs, user_mask, items, history.mask)
 
     def coefficient_bounds(
         self, users: Tensor, history: History | None

@@ -326,6 +326,12 @@ class MemoryTranslationModel(TranslationModel):
 
     #: Pool vectors per user that address the memory when scoring (LRML: the user alone).
     scoring_pool: int = 1
+    #: HLR / HLR++: ``"auto"`` (the Triton kernel on CUDA when installed, else plain),
+    #: ``"plain"`` or ``"triton"``; see :data:`hlrm.models.relation_scoring.BACKENDS`.
+    scoring_backend: str = "auto"
+    #: HLR / HLR++: (users, items) per tile of the plain scorer; None: measured per machine
+    #: (:func:`hlrm.models.tiling.choose_tiles`). Never changes a score, only its speed.
+    scoring_tiles: tuple[int, int] | None = None
 
     def user_elements(self) -> int:
         """The (d, U·S·N) matrix of :class:`PoolAddressing`: d·S·N elements per user."""
@@ -435,8 +441,9 @@ def require_history(model: TranslationModel, history: History | None) -> History
     return history
 
 
-# Factorised scoring (spec 9). Block tensors are laid out (I_b, U, S, N): I_b items of the block,
-# U users, S pool slots, N memory slots.
+# Factorised scoring of LRML (spec 9); HLR and HLR++ have theirs in hlrm.models.relation_scoring.
+# Block tensors are laid out (I_b, U, S, N): I_b items of the block, U users, S pool slots, N
+# memory slots.
 
 
 class PoolAddressing:
@@ -444,7 +451,7 @@ class PoolAddressing:
 
     ``e_i · (Z_{u,s} ⊙ K_n) = ((e_i ⊙ Z_{u,s}) K)_n``, so one GEMM of an item block with the
     (d, U·S·N) matrix of ``Z ⊙ K`` gives every slot logit (spec 9). The softmax is left
-    unnormalised (:func:`attend` folds the normaliser into its batched products): reducing over
+    unnormalised (the caller folds the normaliser into its batched products): reducing over
     the short N axis costs more than the GEMM on CPU. ``|logit| <= ||e_i|| ||z|| ||K_n||``
     (Cauchy-Schwarz), so when that bound keeps ``exp`` finite the usual max subtraction is
     skipped, which leaves the softmax unchanged; otherwise the maximum is subtracted per row.
@@ -473,19 +480,6 @@ class PoolAddressing:
 
 def _largest_norm(rows: Tensor) -> Tensor:
     return rows.norm(dim=-1).max() if rows.numel() else rows.new_zeros(())
-
-
-def attend(exponentials: Tensor, query: Tensor, mask: Tensor, beta: float) -> Tensor:
-    """Pool coefficients ``b = Σ_s α_s a_s`` (I_b, U, N) where ``a_s`` are the addresses whose
-    unnormalised ``exponentials`` (I_b, U, S, N) are given and ``α = masked_attention(a_s · q_u)``
-    with ``query`` = ``M q`` (U, N) for the attention query q (``⟨a M, q⟩ = a · (M q)``);
-    ``mask`` (U, S) marks the valid pool slots. One batched product yields both ``a_s · q`` and
-    the softmax normalisers, another the mixture."""
-    query_and_ones = torch.stack([query, torch.ones_like(query)], -1)  # (U, N, 2)
-    products = torch.matmul(exponentials, query_and_ones)
-    normalisers = products[..., 1]
-    weights = masked_attention(products[..., 0] / normalisers, mask, beta) / normalisers
-    return torch.matmul(weights.unsqueeze(-2), exponentials).squeeze(-2)
 
 
 def relation_distances(
