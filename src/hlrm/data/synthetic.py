@@ -13,6 +13,10 @@ baseline rather than a useless one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -80,3 +84,97 @@ def make_synthetic(
             "timestamp": timestamp[order].astype(np.int64),
         }
     )
+
+
+# ---- logs at scale -------------------------------------------------------------------------------
+#: Rows generated (and written as one Parquet row group) at a time by :func:`synthetic_log`:
+#: about 160 MB of int32 ids and int64 timestamps, whatever the size of the log.
+LOG_CHUNK = 10_000_000
+
+
+def synthetic_log(
+    n_interactions: int,
+    n_users: int | None = None,
+    n_items: int | None = None,
+    n_clusters: int = 100,
+    *,
+    same_group: float = 0.8,
+    popularity_exponent: float = 0.8,
+    activity_sigma: float = 1.0,
+    seed: int = 2021,
+    chunk: int = LOG_CHUNK,
+) -> Iterator[pd.DataFrame]:
+    """An interaction log of ``n_interactions`` rows ``user`` (int32), ``item`` (int32) and
+    ``timestamp`` (int64, 2020), generated ``chunk`` rows at a time: the benchmark data of
+    docs/scaling.md, up to hundreds of millions of rows in bounded memory.
+
+    :func:`make_synthetic` draws each user's items without replacement from a dense
+    (users × items) score matrix, which is out of reach at this scale; here every row is drawn
+    on its own, with the same planted structure: users and items belong to group
+    ``id % n_clusters``; a row's user follows log-normal activity weights; with probability
+    ``same_group`` its item comes from the user's group, otherwise from all items, in both cases
+    by a Zipf law of exponent ``popularity_exponent`` over a random item order. A user can meet
+    an item twice (a re-interaction, as in real logs; the pipeline collapses it). Defaults: 50
+    rows per user and 20 per item. The chunks are a pure function of the arguments.
+    """
+    n_users = n_users or max(1, n_interactions // 50)
+    n_items = n_items or max(n_clusters, n_interactions // 20)
+    if min(n_interactions, n_users, n_items, n_clusters, chunk) < 1:
+        raise ConfigError("the log's interactions, users, items, groups and chunk must be >= 1")
+    if max(n_users, n_items) > np.iinfo(np.int32).max:
+        raise ConfigError("users and items must fit in int32 (2,147,483,647)")
+    if n_clusters > n_items or not 0.0 <= same_group <= 1.0:
+        raise ConfigError("need n_clusters <= n_items and same_group in [0, 1]")
+    rng = np.random.default_rng(seed)
+    activity = np.cumsum(rng.lognormal(0.0, activity_sigma, n_users))
+    activity /= activity[-1]
+    popularity = rng.permutation(n_items)  # item -> popularity rank
+    # The items of each group, most popular first, and one Zipf CDF per group size.
+    by_rank = np.argsort(popularity, kind="stable")
+    groups = by_rank % n_clusters
+    members = by_rank[np.argsort(groups, kind="stable")].astype(np.int32)
+    group_start = np.searchsorted(groups[np.argsort(groups, kind="stable")], np.arange(n_clusters))
+    group_size = np.diff(np.append(group_start, n_items))
+    zipf = np.cumsum(np.arange(1, n_items + 1, dtype=np.float64) ** -popularity_exponent)
+
+    def zipf_ranks(sizes: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+        """A popularity rank below each size, P(rank r) ∝ (r + 1)^-a (inverse CDF)."""
+        return np.minimum(np.searchsorted(zipf, uniform * zipf[sizes - 1]), sizes - 1)
+
+    for start in range(0, n_interactions, chunk):
+        size = min(chunk, n_interactions - start)
+        users = np.searchsorted(activity, rng.random(size)).astype(np.int32)
+        np.minimum(users, n_users - 1, out=users)
+        group = users % n_clusters
+        inside = rng.random(size) < same_group
+        items = np.empty(size, dtype=np.int32)
+        ranks = zipf_ranks(group_size[group[inside]], rng.random(int(inside.sum())))
+        items[inside] = members[group_start[group[inside]] + ranks]
+        outside = ~inside
+        ranks = zipf_ranks(np.full(int(outside.sum()), n_items), rng.random(int(outside.sum())))
+        items[outside] = by_rank[ranks]
+        timestamps = _START + rng.integers(0, _YEAR, size)
+        yield pd.DataFrame({"user": users, "item": items, "timestamp": timestamps})
+
+
+def write_synthetic_log(path: str | Path, n_interactions: int, **options: Any) -> Path:
+    """:func:`synthetic_log` streamed into a Parquet file (one row group per chunk), written
+    atomically; the memory used is that of one chunk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hlrm.fileio import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        writer = None
+        try:
+            for frame in synthetic_log(n_interactions, **options):
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+    return path
