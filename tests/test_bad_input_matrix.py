@@ -233,3 +233,19 @@ def test_a_config_pointing_at_a_secret_file_does_not_disclose_it(tmp_path):
     line = assert_one_line(result, str(secret))
     assert "TOPSECRET" not in line and "hunter2" not in line
     assert not (tmp_path / "run").exists()
+
+
+# ---- a model option of the wrong type ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("model", "option", "expected"),
+    [("ease", "l2=x", "expected float"), ("cml", "dim=2.5", "expected int")],
+)
+def test_a_model_option_of_the_wrong_type_is_named(tmp_path, model, option, expected):
+    data = tmp_path / "log.csv"
+    data.write_text("user,item\n" + "".join(f"{u},{i}\n" for u in range(6) for i in range(5)))
+    result = run_script(
+        "train", "--model", model, "--data", str(data), "--param", option,
+        "--run-dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert_one_line(result, option.split("=")[0], expected)
+    assert not (tmp_path / "run").exists()

@@ -74,8 +74,10 @@ def test_candidates_items_and_explanations_agree_with_the_full_score():
 
 
 def test_the_weight_is_checked():
-    with pytest.raises(ConfigError, match="blend"):
-        create_model("cml-ease", 4, 4, blend=-1.0)
+    for wrong in (-1.0, "x", True, float("nan")):
+        with pytest.raises(ConfigError, match="blend"):
+            create_model("cml-ease", 4, 4, blend=wrong)
+    assert create_model("cml-ease", 4, 4, blend="none").blend_grid == BLEND_GRID
 
 
 def small_log(path):
@@ -106,6 +108,8 @@ def test_a_run_keeps_the_chosen_weight_and_a_final_fit_reuses_it(tmp_path):
     assert opened.metrics["ndcg@10"] == run.metrics["ndcg@10"]
     listed = recommend(opened, user=opened.split.user_ids[0], k=3, explain=True)
     assert listed[0].explanation["history_effect"]
+    new_user = recommend(opened, items=list(opened.split.item_ids[:4]), k=3, explain=True)
+    assert len(new_user) == 3 and new_user[0].explanation["history_effect"]
     config = run_config(data)
     config.final = True
     final = train(config, tmp_path / "final", progress=False)

@@ -17,7 +17,7 @@ import tomli_w
 
 from hlrm.data.pipeline import DataConfig
 from hlrm.errors import ConfigError
-from hlrm.models.base import MODELS, canonical_name, model_parameters
+from hlrm.models.base import MODELS, canonical_name, checked_options, model_parameters
 from hlrm.training.trainer import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -42,13 +42,7 @@ class ModelConfig:
     def resolved(self) -> ModelConfig:
         name = canonical_name(self.name)
         defaults = model_parameters(name)
-        unknown = sorted(set(self.params) - set(defaults))
-        if unknown:
-            raise ConfigError(
-                f"model {name!r} has no option(s) {', '.join(unknown)}; "
-                f"its options are: {', '.join(sorted(defaults)) or 'none'}"
-            )
-        params = {**defaults, **self.params}
+        params = {**defaults, **checked_options(name, self.params)}
         # Sizes checked here, before any data is read (the model checks them again).
         for key, what in _SIZES.items():
             value = params.get(key)

@@ -8,6 +8,8 @@ distances the hinge loss needs; the trainer, the sampler and the evaluator only 
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -206,16 +208,64 @@ def model_parameters(name: str) -> dict[str, Any]:
     }
 
 
-def create_model(name: str, n_users: int, n_items: int, **params: Any) -> Recommender:
-    """Build a registered model; unknown hyper-parameters are a :class:`ConfigError`."""
+def checked_options(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` of the registered model ``name``, checked against its constructor before
+    anything is built or read: unknown options and values of the wrong type are a
+    :class:`ConfigError`; the string "none" means None for an option that admits None (TOML,
+    hence a command line, has no null)."""
     key = canonical_name(name)
     accepted = model_parameters(key)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ConfigError(
             f"model {key!r} has no option(s) {', '.join(unknown)}; "
-            f"its options are: {', '.join(sorted(accepted))}"
+            f"its options are: {', '.join(sorted(accepted)) or 'none'}"
         )
+    hints = typing.get_type_hints(MODELS[key].__init__)
+    checked = dict(params)
+    for option, value in params.items():
+        hint = hints.get(option)
+        if hint is None:
+            continue
+        if isinstance(value, str) and value.lower() == "none" and not _admits(hint, value):
+            value = None
+        if not _admits(hint, value):
+            raise ConfigError(
+                f"model {key!r}: {option} = {value!r} has the wrong type "
+                f"(expected {_type_name(hint)})"
+            )
+        checked[option] = value
+    return checked
+
+
+def create_model(name: str, n_users: int, n_items: int, **params: Any) -> Recommender:
+    """Build a registered model; unknown options and wrong types are a :class:`ConfigError`."""
+    key = canonical_name(name)
+    params = checked_options(key, params)
     model = MODELS[key](n_users, n_items, **params)
-    model.hparams = {**accepted, **params}
+    model.hparams = {**model_parameters(key), **params}
     return model
+
+
+def _admits(hint: Any, value: Any) -> bool:
+    """Whether ``value`` (as TOML or a command line parsed it) fits the annotation ``hint``: an
+    int is a float, a bool is not a number, a string stands for itself; annotations this does
+    not know (containers, Literal) admit anything and the model checks the value itself."""
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for kind in kinds:
+        if kind is type(None) and value is None:
+            return True
+        if kind in (int, float) and isinstance(value, bool):
+            continue
+        if kind is float and isinstance(value, int):
+            return True
+        if not isinstance(kind, type) or typing.get_origin(kind) is not None:
+            return True
+        if isinstance(value, kind):
+            return True
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return " or ".join("none" if k is type(None) else getattr(k, "__name__", str(k)) for k in kinds)

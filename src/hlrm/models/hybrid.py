@@ -55,8 +55,12 @@ class CMLEASE(CML):
         blend: float | None = None,
         max_items: int = 20_000,
     ) -> None:
-        if blend is not None and not (blend >= 0 and blend < float("inf")):
-            raise ConfigError(f"cml-ease: blend must be a finite number >= 0 or none, not {blend}")
+        if blend is not None and (
+            isinstance(blend, bool)
+            or not isinstance(blend, (int, float))
+            or not 0 <= blend < float("inf")
+        ):
+            raise ConfigError(f"cml-ease: blend must be a number >= 0 or none, not {blend!r}")
         super().__init__(n_users, n_items, dim=dim, max_norm=max_norm, item_bias=item_bias)
         # No random draws here, so the CML part starts (and trains) exactly like a CML.
         self.item_item = EASE(n_users, n_items, l2=l2, max_items=max_items)
