@@ -170,3 +170,28 @@ def test_train_with_tune_searches_then_trains_the_best(tmp_path, monkeypatch, ca
     best = json.loads((run_dir / "tuning" / "tune.json").read_text())["best_params"]
     assert trained.train.lr == best["lr"] and trained.train.temperature == best["temperature"]
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_two_stage_trials_start_from_one_shared_first_stage(tmp_path, monkeypatch):
+    """An HLR trial starts where an HLR run would: from the CML stage, trained once in the
+    study's pretrain/ and reused by every trial (the searched options do not change it)."""
+    import hlrm.runs
+
+    stages = []
+    pretrained = hlrm.runs._pretrained
+    monkeypatch.setattr(
+        hlrm.runs, "_pretrained", lambda *a, **k: stages.append(1) or pretrained(*a, **k)
+    )
+    starts = []
+    warm_start = hlrm.runs._warm_start
+    monkeypatch.setattr(
+        hlrm.runs, "_warm_start", lambda m, s, o: starts.append(o) or warm_start(m, s, o)
+    )
+    config = base_config("hlr")
+    config.model.params = {"dim": 8, "history_size": 5}
+    config.train.pretrain = "cml"
+    tune(config, tmp_path, trials=2, log=lambda _: None)
+    assert starts == ["pretraining", "pretraining"]
+    assert (tmp_path / "pretrain" / "metrics.json").is_file()
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{tmp_path / STUDY_FILE}")
+    assert len(stages) == 2 and complete_trials(tmp_path) == 2 and len(study.trials) == 2

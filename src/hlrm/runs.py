@@ -463,14 +463,8 @@ def _fit(
     first_stage = start
     if start is not None:
         _warm_start(model, start, "the first stage of the validation run")
-    elif config.train.pretrain != "none":
-        first_stage = _pretrained(config, path, progress, log, split)
-        _warm_start(model, first_stage, "pretraining")
-    elif config.init_from:
-        source = model_from_checkpoint(
-            load_checkpoint(Path(config.init_from) / BEST, "cpu"), config.init_from
-        )
-        _warm_start(model, source, config.init_from)
+    else:
+        first_stage = start_from(model, config, path, split, progress=progress, log=log)
 
     # Under torchrun every rank trains and evaluates, and rank 0 alone writes the run.
     writes = path is not None and distributed.is_main()
@@ -553,6 +547,31 @@ def pretrain_config(config: RunConfig) -> RunConfig:
     )
     stage = RunConfig(config.seed, config.data, ModelConfig(config.train.pretrain, params), train)
     return dataclasses.replace(stage, eval=config.eval).resolved()
+
+
+def start_from(
+    model: Recommender,
+    config: RunConfig,
+    path: Path | None,
+    split: SplitData,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Recommender | None:
+    """Give ``model`` the starting embeddings ``config`` asks for: its pretraining stage
+    (trained, or reused from ``<path>/pretrain``) or the run named by ``init_from``; nothing
+    for a start from random weights. Returns the first stage (None otherwise). Every way of
+    training a configuration (a run, a tuning trial) starts here, so none starts elsewhere."""
+    if config.train.pretrain not in (None, "none"):
+        first_stage = _pretrained(config, path, progress, log, split)
+        _warm_start(model, first_stage, "pretraining")
+        return first_stage
+    if config.init_from:
+        source = model_from_checkpoint(
+            load_checkpoint(Path(config.init_from) / BEST, "cpu"), config.init_from
+        )
+        _warm_start(model, source, config.init_from)
+    return None
 
 
 def _pretrained(

@@ -49,6 +49,7 @@ from hlrm.evaluation.metrics import METRICS
 from hlrm.evaluation.protocol import evaluate
 from hlrm.fileio import atomic_path, write_json, write_text
 from hlrm.models.base import MODELS, Recommender, canonical_name, create_model, model_parameters
+from hlrm.runs import start_from
 from hlrm.training.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ def tune(
     complete = _complete(study, optuna)
     if complete < trials:
         log(f"study {path / STUDY_FILE}: {complete} complete trial(s), running {trials - complete}")
-        objective = _objective(config, split, space, metric, progress, optuna)
+        objective = _objective(config, split, space, metric, progress, optuna, path, log)
         study.optimize(
             objective,
             n_trials=trials - complete,
@@ -250,6 +251,8 @@ def _objective(
     metric: str,
     progress: bool,
     optuna: Any,
+    path: Path,
+    log: Callable[[str], None],
 ) -> Callable[[optuna.Trial], float]:
     k = int(metric.split("@")[1])
 
@@ -267,6 +270,10 @@ def _objective(
         run = with_params(config, params)
         torch.manual_seed(run.seed)
         model = create_model(run.model.name, split.n_users, split.n_items, **run.model.params)
+        # The trial starts where a run of this configuration would: a two-stage model from its
+        # first stage, trained once in <study>/pretrain and shared by every trial (the stage
+        # has its own recipe, so no searched option changes it), or from init_from.
+        start_from(model, run, path, split, progress=progress, log=log)
         trainer = Trainer(model, split, run.train, seed=run.seed, progress=progress)
         trainer.fit()
         trainer.load_best()
