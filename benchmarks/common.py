@@ -54,6 +54,8 @@ PUBLISHED_RECIPE = {
 
 #: The three scorers: the official broadcast form, the exact factorised ``model.score`` over
 #: every item, and the library default (the exact pruned path where the model has one).
+#: ``plain`` (optional, HLR / HLR++): ``factorised`` with the PyTorch backend forced, to compare
+#: with the Triton kernel that ``factorised`` uses on CUDA.
 SCORERS = ("broadcast", "factorised", "default")
 #: Users per broadcast call in the official evaluation (spec 6), capped by BROADCAST_ELEMENTS.
 OFFICIAL_CHUNK = {"cml": 100, "lrml": 100, "hlr": 5, "hlr++": 5}
@@ -238,6 +240,15 @@ def rank(
     if scorer == "broadcast":
         ranked_model = Broadcast(model, broadcast_chunk(model))
         block_users = len(users)  # Broadcast chunks the users itself
+    if scorer == "plain" and hasattr(model, "scoring_backend"):
+        backend = model.scoring_backend
+        model.scoring_backend = "plain"
+        try:
+            return rank(
+                model, "factorised", users, pools, exclude, k, block_users, device, memory_mib
+            )
+        finally:
+            model.scoring_backend = backend
     return top_k(
         ranked_model,
         users,

@@ -55,6 +55,7 @@ COLUMNS = [
     "params",
     "users",
     "broadcast_ups",
+    "plain_ups",
     "factorised_ups",
     "default_ups",
     "speedup_factorised",
@@ -84,6 +85,7 @@ RATIOS = [
     ("broadcast", "factorised", "speedup_factorised"),
     ("broadcast", "default", "speedup"),
     ("factorised", "default", "speedup_default_over_factorised"),
+    ("plain", "factorised", "speedup_factorised_over_plain"),
 ]
 
 
@@ -125,6 +127,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory", action="store_true", help="peak memory per scorer (children)")
     common.add_run_options(parser)
     parser.add_argument(
+        "--backend",
+        choices=["auto", "plain", "triton"],
+        default="auto",
+        help="HLR / HLR++ scoring backend (auto: the Triton kernel on CUDA when installed)",
+    )
+    parser.add_argument(
+        "--triton-precision",
+        choices=["ieee", "tf32"],
+        default="ieee",
+        help="products of the Triton kernel (tf32: tensor cores; compare its lists)",
+    )
+    parser.add_argument(
         "--no-autotune",
         action="store_true",
         help="HLR / HLR++ score in the fixed default tiles instead of measured ones",
@@ -133,6 +147,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.no_autotune:
         os.environ["HLRM_AUTOTUNE"] = "0"
+    os.environ["HLRM_TRITON_PRECISION"] = args.triton_precision
     if args.quick:
         args.dataset, args.users, args.train_epochs, args.repeats = "ml-100k", 100, 0, 2
         args.run_dir = []
@@ -231,6 +246,8 @@ def block_table(model: Recommender, work: dict[str, Any], repeats: int) -> dict[
                         for s in range(0, len(users), block)
                     ]
                 )
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 best = min(best, time.perf_counter() - started)
             row[f"ups_block{block}"] = len(users) / best
             reference = scores if reference is None else reference
@@ -243,6 +260,8 @@ def block_table(model: Recommender, work: dict[str, Any], repeats: int) -> dict[
 
 def bench_model(model: Recommender, params: str, split, args: argparse.Namespace) -> dict[str, Any]:
     model = model.to(args.device).eval()
+    if hasattr(model, "scoring_backend"):
+        model.scoring_backend = args.backend
     users = sample_users(split, args.users, args.seed)
     pools = None
     if model.uses_history:
@@ -262,6 +281,8 @@ def bench_model(model: Recommender, params: str, split, args: argparse.Namespace
         "broadcast_chunk": common.broadcast_chunk(model),
         "block_users": args.block_users,
         "score_memory_mib": args.score_memory,
+        "backend": args.backend,
+        "triton_precision": args.triton_precision,
     }
     scorers = args.scorers.split(",")
     lists = {}

@@ -3,6 +3,8 @@
 subset, so the measured choice can never change a ranking; the autotune's cache and switches."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -141,3 +143,16 @@ def test_backend_choice(monkeypatch):
     assert resolve_backend("auto", torch.device("cuda")) == "plain"
     with pytest.raises(ConfigError, match="scoring backend"):
         resolve_backend("fast", cpu)
+
+
+def test_cpu_scoring_never_imports_triton():
+    code = (
+        "import sys, torch; from hlrm.models import History, create_model; "
+        "m = create_model('hlr++', 4, 30, dim=8, n_slots=4, history_size=3); "
+        "h = History(torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)); "
+        "m.score(torch.arange(2), h); print('triton' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "False"

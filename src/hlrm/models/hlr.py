@@ -164,7 +164,7 @@ class HLR(MemoryTranslationModel):
             attention_scale=float(self.lram.attention_logits(table.new_ones(()))),
             beta=self.beta,
             items=table if items is None else table.index_select(0, items),
-            item_norm=float(table.norm(dim=1).max()) if len(table) else 0.0,
+            item_norm=float(table.detach().norm(dim=1).max()) if len(table) else 0.0,
             item_mask=item_mask,
         )
 

@@ -106,7 +106,7 @@ def _needs_shift(bound: Tensor, dtype: torch.dtype) -> Tensor:
     return bound > 0.5 * math.log(torch.finfo(dtype).max)
 
 
-class _Prepared:
+class Prepared:
     """What every tile of a problem shares: per-user and per-item sides of the quadratic form,
     queries, shift flags and (HLR++) the item-independent history addresses."""
 
@@ -176,7 +176,7 @@ class _UserTile:
     """The users ``rows`` of a problem, ready to score item tiles: their address matrices are
     built once and reused by every item tile."""
 
-    def __init__(self, problem: RelationProblem, prep: _Prepared, rows: slice) -> None:
+    def __init__(self, problem: RelationProblem, prep: Prepared, rows: slice) -> None:
         self.p, self.prep, self.rows = problem, prep, rows
         self.user = problem.user[rows]
         pool = problem.pool[rows]
@@ -228,10 +228,11 @@ class _UserTile:
         return weights[..., :1] * target + mixed
 
 
+@torch.no_grad()
 def plain_scores(problem: RelationProblem, user_tile: int, item_tile: int) -> Tensor:
     """Scores (U, I) of ``problem`` (minus the distances) in tiles of ``user_tile`` users ×
     ``item_tile`` items; the same values, bit for bit, whatever the tile sizes."""
-    prep = _Prepared(problem)
+    prep = Prepared(problem)
     n_users, n_items = problem.n_users, problem.n_items
     scores = problem.items.new_empty(n_users, n_items)
     for start in range(0, n_users, user_tile):
