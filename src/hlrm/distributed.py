@@ -227,7 +227,9 @@ def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Mod
         if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
         else {"broadcast_buffers": False}
     )
-    return DistributedDataParallel(module, device_ids=ids, **no_sync)
+    # gradient_as_bucket_view: the gradients live in the buckets DDP reduces, not in a copy
+    # beside them (one table-sized buffer less per rank).
+    return DistributedDataParallel(module, device_ids=ids, gradient_as_bucket_view=True, **no_sync)
 
 
 def all_sum_float(value: float) -> float:
