@@ -3,7 +3,7 @@
 cd "$(dirname "$0")" || exit 1
 
 # The comparison as it was invoked:
-#   hlrm compare --config configs/compare/recipes-citeulike-t.toml --out reports/recipes-citeulike-t
+#   hlrm compare --config configs/compare/recipes-citeulike-t.toml --out /tmp/exp/reports/recipes-citeulike-t
 # Rebuild the tables and plots (finished runs under runs/ are reused):
 hlrm compare --config compare.toml --out .
 
@@ -18,3 +18,4 @@ hlrm compare --config compare.toml --out .
 # hlrm train --config runs/lrml/config.toml --run-dir rebuilt/lrml
 # hlrm train --config runs/hlr-warm/config.toml --run-dir rebuilt/hlr-warm
 # hlrm train --config runs/hlr++-warm/config.toml --run-dir rebuilt/hlr++-warm
+# hlrm train --config runs/cml-ease/config.toml --run-dir rebuilt/cml-ease
