@@ -7,12 +7,17 @@ two same-run references.
   rejection, one small autograd graph per example, one Adam step per 1000 examples): what the
   library's vectorised batches replace. Same model, loss, optimiser and projection as ``cml``.
 
-Every library model is trained by the library's own pieces (``Trainer``'s batches, model loss,
-Adam, post-step projection) with batch 1000, one negative, lr 1e-3, and each step is split into
-its phases — ``sample`` (pairs, negatives, history pools), ``forward`` (loss), ``backward``,
-``step`` (optimiser and projection) — so the largest part shows first. ``--batches N`` times the
-first N batches of an epoch and extrapolates seconds per epoch (marked ``extrapolated``); 0 times
-the whole epoch. An "example" is one (user, positive, negative) triplet.
+Every library model is trained by the library's own pieces (``Trainer``'s batches and its
+``train_step``: the model loss, the optimiser, the post-step projection, or the compiled CML step
+where it applies) with batch 1000 and lr 1e-3, once per ``--optimizers`` entry (``adam``: dense,
+the default; ``lazy_adam``: row-sparse, :mod:`hlrm.training.optim`) and per ``--recipes`` entry
+(``published``: hinge, one negative per positive, as the paper; ``default``: the library's
+default recipe for the model, for HLR/HLR++ the one of their training after the CML stage). Each
+step is split into ``sample`` (pairs, negatives, history pools) and ``step`` (everything else).
+``--repeats`` runs the whole list that many times, interleaved, so options compare under the
+same load. ``--batches N`` times the first N batches of an epoch and extrapolates seconds per
+epoch (marked ``extrapolated``); 0 times the whole epoch. An "example" is one (user, positive,
+negative) triplet, so a recipe with k negatives does k examples per positive.
 
 ``--quick``: ml-100k, every model, whole epochs (about a minute on 2 CPU cores).
 """
@@ -20,6 +25,7 @@ the whole epoch. An "example" is one (user, positive, negative) triplet.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -33,9 +39,13 @@ from hlrm.models import create_model
 from hlrm.training.trainer import TrainConfig, Trainer, epoch_generator
 
 MODELS = "cml,bpr,lrml,transcf,adacml,hlr,hlr++"
-PHASES = ("sample", "forward", "backward", "step")
+PHASES = ("sample", "step")
+RECIPES = ("published", "default")
 COLUMNS = [
     "model",
+    "recipe",
+    "optimizer",
+    "repeat",
     "examples",
     "examples_per_s",
     "s_per_epoch",
@@ -50,6 +60,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--models", default=MODELS)
+    parser.add_argument("--optimizers", default="adam", help="comma-separated: adam, lazy_adam")
+    parser.add_argument("--recipes", default="published", help=f"comma-separated: {RECIPES}")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved runs of the list")
     parser.add_argument("--batches", type=int, default=0, help="0: a whole epoch")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--history-size", type=int, default=50, help="P of AdaCML, HLR, HLR++")
@@ -68,13 +81,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def library_model(name: str, split: SplitData, args: argparse.Namespace) -> dict[str, Any]:
-    """Times the library's training steps of ``name``, phase by phase."""
+def library_model(
+    name: str, split: SplitData, args: argparse.Namespace, recipe: str, optimizer: str
+) -> dict[str, Any]:
+    """Times the library's training steps of ``name`` under ``recipe`` with ``optimizer``."""
     torch.manual_seed(args.seed)
     options = {"history_size": args.history_size} if name in ("adacml", "hlr", "hlr++") else {}
     model = create_model(name, split.n_users, split.n_items, **options)
+    settings = common.PUBLISHED_RECIPE if recipe == "published" else {}
     config = TrainConfig(
-        epochs=1, batch_size=args.batch_size, lr=1e-3, device=args.device, **common.PUBLISHED_RECIPE
+        epochs=1,
+        batch_size=args.batch_size,
+        lr=1e-3,
+        device=args.device,
+        optimizer=optimizer,
+        **settings,
     )
     trainer = Trainer(model, split, config, seed=args.seed, progress=False)
     device = trainer.device
@@ -89,26 +110,16 @@ def library_model(name: str, split: SplitData, args: argparse.Namespace) -> dict
         batch = next(batches)
         _sync(device)
         sampled = time.perf_counter()
-        loss = model.loss(batch, trainer.objective)
-        _sync(device)
-        forward = time.perf_counter()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        _sync(device)
-        backward = time.perf_counter()
-        trainer.optimizer.step()
-        model.after_step()
+        trainer.train_step(batch)
         _sync(device)
         stepped = time.perf_counter()
-        for phase, span in zip(
-            PHASES,
-            (sampled - started, forward - sampled, backward - forward, stepped - backward),
-            strict=True,
-        ):
-            seconds[phase] += span
+        seconds["sample"] += sampled - started
+        seconds["step"] += stepped - sampled
         examples += batch.negatives.numel()
     total = sum(seconds.values())
-    row = _rates(name, examples, total, split.train.nnz * trainer.train_batches.n_negatives)
+    per_epoch = split.train.nnz * trainer.train_batches.n_negatives
+    row = _rates(name, examples, total, per_epoch)
+    row.update(recipe=recipe, optimizer=optimizer, compiled=trainer._compiled is not None)
     row["extrapolated"] = limit < n_batches
     row.update({f"{phase}_share": seconds[phase] / total for phase in PHASES})
     return row
@@ -184,17 +195,28 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {split.name}: {split.n_users} users, {split.n_items} items, {split.train.nnz} train")
     print(f"# {info}")
     print(f"# command: {' '.join(['python', *sys.argv])}")
-    rows = [implicit_bpr(split, args), naive_cml(split, args)]
-    rows = [row for row in rows if row is not None]
-    rows += [library_model(name, split, args) for name in args.models.split(",")]
-    references = {row["model"]: row["examples_per_s"] for row in rows}
+    print(f"# OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()}")
+    rows = []
+    for repeat in range(1, args.repeats + 1):
+        references = [implicit_bpr(split, args), naive_cml(split, args)]
+        rows += [dict(row, repeat=repeat) for row in references if row is not None]
+        for name in args.models.split(","):
+            for recipe in args.recipes.split(","):
+                for optimizer in args.optimizers.split(","):
+                    row = library_model(name, split, args, recipe, optimizer)
+                    rows.append(dict(row, repeat=repeat))
+                    common.emit(rows[-1], info)
+    print(f"# load average after: {os.getloadavg()}")
+    references = {}
+    for row in rows:  # each repeat's references divide that repeat's rows
+        if row["model"] in ("naive-cml", "implicit-bpr"):
+            references[(row["repeat"], row["model"])] = row["examples_per_s"]
     for row in rows:
-        if "naive-cml" in references:
-            row["vs_naive_cml"] = row["examples_per_s"] / references["naive-cml"]
-        if "implicit-bpr" in references:
-            row["vs_implicit_bpr"] = row["examples_per_s"] / references["implicit-bpr"]
+        for reference in ("naive-cml", "implicit-bpr"):
+            if (row["repeat"], reference) in references:
+                column = "vs_" + reference.replace("-", "_")
+                row[column] = row["examples_per_s"] / references[(row["repeat"], reference)]
         row.update(dataset=split.name, device=args.device, batch_size=args.batch_size)
-        common.emit(row, info)
     common.finish(rows, COLUMNS, info, args.json_out)
 
 

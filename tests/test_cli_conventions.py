@@ -20,6 +20,7 @@ from hlrm.data.splits import SPLITS
 from hlrm.models.base import MODELS, model_parameters
 from hlrm.training.history import SAMPLING_MODES
 from hlrm.training.losses import LOSSES, NEGATIVE_SELECTIONS, REDUCTIONS
+from hlrm.training.optim import OPTIMIZERS
 from hlrm.training.sampler import DISTRIBUTIONS
 from hlrm.training.trainer import DEFAULT_RECIPE, PRETRAIN_MODELS, TrainConfig
 from test_console_script import SCRIPT, run_script
@@ -104,6 +105,7 @@ def test_choices_are_the_librarys():
     assert cli.NEGATIVE_SELECTIONS == NEGATIVE_SELECTIONS
     assert cli.HISTORY_SAMPLINGS == SAMPLING_MODES
     assert cli.PRETRAINS == PRETRAIN_MODELS
+    assert cli.OPTIMIZERS == OPTIMIZERS
 
 
 def test_one_option_has_one_name_in_every_command():

@@ -22,3 +22,12 @@ def test_preset_resolves_and_builds(path):
     assert config.model.name == path.stem
     create_model(config.model.name, 4, 5, **config.model.params)
     assert RunConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_presets_pin_dense_adam(path):
+    """The published models were trained with dense Adam; the presets say so explicitly, so a
+    change of the library's default optimiser cannot change them."""
+    config = RunConfig.from_toml(path).resolved()
+    if path.stem != "als":
+        assert config.train.optimizer == "adam"

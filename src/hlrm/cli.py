@@ -201,6 +201,7 @@ DEFAULTS = {
     "keep_start": "off; on for hlr, hlr++ after their cml stage",
     "history_dropout": "0 (off)",
     "relation_weight_decay": "0 (off)",
+    "optimizer": "adam",
     "deterministic": "on",
     "dim": "100",
     "n_slots": "20",
@@ -223,6 +224,7 @@ DATA_FORMATS = ("csv", "tsv", "parquet", "movielens", "lightgcn", "citeulike", "
 SPLITS = ("random", "user_ratio", "leave_one_out", "temporal", "temporal_user", "given")
 REDUCTIONS = ("mean", "sum")
 LOSSES = ("hinge", "softmax")
+OPTIMIZERS = ("adam", "lazy_adam")
 NEGATIVE_SAMPLINGS = ("uniform", "popularity")
 NEGATIVE_SELECTIONS = ("all", "closest")
 SHUFFLES = ("epoch", "once")
@@ -519,7 +521,7 @@ def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
             "loss", "temperature", "negatives", "shared_negatives", "negative_sampling",
             "negative_selection", "rank_weight", "shuffle", "rotating_skip",
             "select_by",
-            "patience", "freeze_embeddings", "device", "deterministic", "pretrain",
+            "patience", "freeze_embeddings", "device", "deterministic", "pretrain", "optimizer",
         ),
         "eval": ("cohorts", "cohort_size", "max_users", "memory_mib"),
     }  # fmt: skip
@@ -676,6 +678,15 @@ def train_command(
     patience: Annotated[
         int | None, option("Early-stopping patience (0: off).", default=DEFAULTS["patience"])
     ] = None,
+    optimizer: Annotated[
+        str | None,
+        choice(
+            OPTIMIZERS,
+            "adam: dense (official); lazy_adam: only the table rows a batch uses move (faster; "
+            "compiled for CML with the hinge loss when numba is installed).",
+            default=DEFAULTS["optimizer"],
+        ),
+    ] = None,
     emb_size: Annotated[int | None, option("Embedding size d.", default=DEFAULTS["dim"])] = None,
     num_relations: Annotated[
         int | None, option("Memory slots N of LRML / HLR / HLR++.", default=DEFAULTS["n_slots"])
@@ -767,7 +778,7 @@ def train_command(
         shared_negatives=shared_negatives, negative_sampling=negative_sampling,
         negative_selection=negative_selection,
         rank_weight=rank_weight, shuffle=shuffle, rotating_skip=rotating_skip,
-        select_by=select_by, patience=patience,
+        select_by=select_by, patience=patience, optimizer=optimizer,
         freeze_embeddings=freeze_embeddings, deterministic=deterministic, device=device,
         pretrain=pretrain,
         seed=seed, ks=k,

@@ -62,7 +62,7 @@ class AdaCML(TranslationModel):
     def translations(self, users: Tensor, history: History | None, targets: Tensor) -> Tensor:
         history = require_history(self, history)
         prefs = self.history_vectors(history)
-        logits = self.item_embeddings[targets] @ prefs.transpose(1, 2)
+        logits = self.rows(self.item_embeddings, targets) @ prefs.transpose(1, 2)
         return masked_attention(logits, history.mask.unsqueeze(1), self.beta) @ prefs
 
     def pair_distances(self, batch: TrainBatch) -> tuple[Tensor, Tensor]:

@@ -86,14 +86,20 @@ def normal_init_(tensor: Tensor, dim: int) -> Tensor:
         return tensor.normal_(0.0, dim**-0.5)
 
 
-def project_rows_(weight: Tensor, max_norm: float = 1.0) -> None:
+def project_rows_(weight: Tensor, max_norm: float = 1.0, rows: Tensor | None = None) -> None:
     """Rescale rows with norm > ``max_norm`` onto the ball's surface; rows inside are unchanged
     (their factor is exactly 1). One multiply over the table: dense Adam moves every row, so after
     a step many trained rows sit just outside the ball, and gathering and scattering them cost up
-    to 3× this on large tables."""
+    to 3× this on large tables. ``rows`` (indices): project only these rows, the ones a row-sparse
+    step moved (each row's result is the same as the whole table's projection gives it)."""
     with torch.no_grad():
-        norms = torch.linalg.vector_norm(weight, dim=1)
-        weight.mul_((max_norm / norms).clamp_(max=1.0).unsqueeze(1))
+        if rows is None:
+            norms = torch.linalg.vector_norm(weight, dim=1)
+            weight.mul_((max_norm / norms).clamp_(max=1.0).unsqueeze(1))
+            return
+        selected = weight.index_select(0, rows)
+        norms = torch.linalg.vector_norm(selected, dim=1)
+        weight.index_copy_(0, rows, selected.mul_((max_norm / norms).clamp_(max=1.0).unsqueeze(1)))
 
 
 def cosine_similarities(queries: Tensor, table: Tensor) -> Tensor:
@@ -171,8 +177,10 @@ class Recommender(nn.Module):
         within :attr:`block_elements`, or None when only its (U, I) result matters."""
         return None
 
-    def after_step(self) -> None:
-        """Constraints applied after every optimiser step (unit-ball projection)."""
+    def after_step(self, rows: dict[str, Tensor] | None = None) -> None:
+        """Constraints applied after every optimiser step (unit-ball projection). ``rows``: for
+        parameters a row-sparse step moved only in part (by name), the rows it moved; the
+        constraint need only look at those."""
 
 
 MODELS: dict[str, type[Recommender]] = {}

@@ -8,6 +8,7 @@ optimiser step.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hlrm.errors import ConfigError
@@ -36,18 +37,32 @@ class EmbeddingModel(Recommender):
         self.user_embeddings = nn.Parameter(normal_init_(Tensor(n_users, dim), dim))
         self.item_embeddings = nn.Parameter(normal_init_(Tensor(n_items, dim), dim))
 
+    #: Set by the trainer for a row-sparse optimiser (``optimizer="lazy_adam"``): the loss then
+    #: gathers table rows (:meth:`rows`) with row-sparse gradients, only the rows a batch used,
+    #: instead of dense table-sized ones that are zero-filled and scattered into every step.
+    sparse_gradients: bool = False
+
+    def rows(self, table: Tensor, index: Tensor) -> Tensor:
+        """``table[index]`` (index.shape + (d,)), with a row-sparse gradient when
+        :attr:`sparse_gradients` is set and a gradient is being recorded."""
+        if self.sparse_gradients and table.requires_grad and torch.is_grad_enabled():
+            return F.embedding(index, table, sparse=True)
+        return table[index]
+
     @torch.no_grad()
     def item_similarity(self, items: Tensor) -> Tensor:
         """Minus the squared distance between item embeddings: items close to each other in the
         space the model places users in (the translation models keep items in that space too)."""
         return -squared_distances(self.item_embeddings[items], self.item_embeddings)
 
-    def after_step(self) -> None:
+    def after_step(self, rows: dict[str, Tensor] | None = None) -> None:
         if self.max_norm <= 0:
             return
-        for table in (self.user_embeddings, self.item_embeddings):
+        rows = rows or {}
+        for name in ("user_embeddings", "item_embeddings"):
+            table = getattr(self, name)
             if table.requires_grad:  # frozen (warm-started) tables stay bit-identical
-                project_rows_(table, self.max_norm)
+                project_rows_(table, self.max_norm, rows.get(name))
 
 
 @register()
@@ -83,12 +98,13 @@ class CML(EmbeddingModel):
         return distances - (self.item_biases if items is None else self.item_biases[items])
 
     def pair_distances(self, batch: TrainBatch) -> tuple[Tensor, Tensor]:
-        user = self.user_embeddings[batch.users]
-        positive = (user - self.item_embeddings[batch.positives]).pow(2).sum(-1)
+        user = self.rows(self.user_embeddings, batch.users)
+        positive = (user - self.rows(self.item_embeddings, batch.positives)).pow(2).sum(-1)
         if batch.shared:  # one GEMM against the k shared negatives, no (B, k, d) gather
-            negative = squared_distances(user, self.item_embeddings[batch.negatives[0]])
+            negative = squared_distances(user, self.rows(self.item_embeddings, batch.negatives[0]))
         else:
-            negative = (user.unsqueeze(1) - self.item_embeddings[batch.negatives]).pow(2).sum(-1)
+            negatives = self.rows(self.item_embeddings, batch.negatives)
+            negative = (user.unsqueeze(1) - negatives).pow(2).sum(-1)
         return self._biased(positive, batch.positives), self._biased(negative, batch.negatives)
 
     @torch.no_grad()

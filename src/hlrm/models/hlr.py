@@ -129,7 +129,7 @@ class HLR(MemoryTranslationModel):
 
     def _pool(self, users: Tensor, history: History) -> tuple[Tensor, Tensor, Tensor]:
         """User vectors (U, d), the pool ``[u; x_1..x_P]`` (U, 1+P, d) and its mask (U, 1+P)."""
-        user = self.user_embeddings[users]
+        user = self.rows(self.user_embeddings, users)
         pool = torch.cat([user.unsqueeze(1), self.history_vectors(history)], 1)
         mask = torch.cat([history.mask.new_ones(len(users), 1), history.mask], 1)
         return user, pool, mask
@@ -179,7 +179,7 @@ class HLR(MemoryTranslationModel):
     def translations(self, users: Tensor, history: History | None, targets: Tensor) -> Tensor:
         user, pool, mask = self._pool(users, require_history(self, history))
         return user_attention(
-            self.lram, user, pool, mask, self.item_embeddings[targets], self.beta
+            self.lram, user, pool, mask, self.rows(self.item_embeddings, targets), self.beta
         )[0]
 
     @torch.no_grad()
@@ -298,9 +298,9 @@ class HLRPlusPlus(HLR):
 
     def translations(self, users: Tensor, history: History | None, targets: Tensor) -> Tensor:
         history = require_history(self, history)
-        user = self.user_embeddings[users]
+        user = self.rows(self.user_embeddings, users)
         prefs = self.history_vectors(history)
-        target_vectors = self.item_embeddings[targets]
+        target_vectors = self.rows(self.item_embeddings, targets)
         item_part = self._item_attention(user, prefs, history.mask, target_vectors)[0]
         user_part = user_attention(
             self.lram, user, prefs, self._user_mask(history.mask), target_vectors, self.beta

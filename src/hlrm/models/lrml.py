@@ -72,8 +72,8 @@ class LRML(MemoryTranslationModel):
         self.metric = distance
 
     def translations(self, users: Tensor, history: History | None, targets: Tensor) -> Tensor:
-        user = self.user_embeddings[users].unsqueeze(1)
-        return self.lram.relation(user, self.item_embeddings[targets])
+        user = self.rows(self.user_embeddings, users).unsqueeze(1)
+        return self.lram.relation(user, self.rows(self.item_embeddings, targets))
 
     def distance(self, difference: Tensor) -> Tensor:
         if self.metric == "l1":

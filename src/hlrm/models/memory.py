@@ -232,23 +232,23 @@ class TranslationModel(EmbeddingModel):
 
     def target_distances(self, users: Tensor, history: History | None, targets: Tensor) -> Tensor:
         """``d(u, t)`` (B, T) with each target's own relation: the scoring formula of the spec."""
-        translated = self.user_embeddings[users].unsqueeze(1) + self.translations(
+        translated = self.rows(self.user_embeddings, users).unsqueeze(1) + self.translations(
             users, history, targets
         )
-        return self.distance(translated - self.item_embeddings[targets])
+        return self.distance(translated - self.rows(self.item_embeddings, targets))
 
     def pair_distances(self, batch: TrainBatch) -> tuple[Tensor, Tensor]:
         targets = torch.cat([batch.positives.unsqueeze(1), batch.negatives], 1)
         if self.copy:
             relation = self.translations(batch.users, batch.history, targets[:, :1])
-            translated = self.user_embeddings[batch.users].unsqueeze(1) + relation
+            translated = self.rows(self.user_embeddings, batch.users).unsqueeze(1) + relation
             if batch.shared and type(self).distance is TranslationModel.distance:
                 # squared distances to the shared negatives: one GEMM, no (B, k, d) gather
                 anchor = translated.squeeze(1)
-                positive = self.distance(anchor - self.item_embeddings[batch.positives])
-                shared = self.item_embeddings[batch.negatives[0]]
+                positive = self.distance(anchor - self.rows(self.item_embeddings, batch.positives))
+                shared = self.rows(self.item_embeddings, batch.negatives[0])
                 return positive, squared_distances(anchor, shared)
-            distances = self.distance(translated - self.item_embeddings[targets])
+            distances = self.distance(translated - self.rows(self.item_embeddings, targets))
         else:
             distances = self.target_distances(batch.users, batch.history, targets)
         return distances[:, 0], distances[:, 1:]
@@ -259,7 +259,9 @@ class TranslationModel(EmbeddingModel):
         items = history.items
         # index_select: its backward (index_add) is several times faster than indexing's on CPU
         flat = items.clamp_max(self.n_items - 1).reshape(-1)
-        vectors = self.item_embeddings.index_select(0, flat).view(*items.shape, self.dim)
+        table = self.item_embeddings
+        gathered = self.rows(table, flat) if self.sparse_gradients else table.index_select(0, flat)
+        vectors = gathered.view(*items.shape, self.dim)
         return vectors * (items != self.n_items).unsqueeze(-1).to(vectors.dtype)
 
     def blockwise_scores(
@@ -337,8 +339,8 @@ class MemoryTranslationModel(TranslationModel):
         """The (d, U·S·N) matrix of :class:`PoolAddressing`: d·S·N elements per user."""
         return self.dim * self.scoring_pool * self.lram.n_slots
 
-    def after_step(self) -> None:
-        super().after_step()
+    def after_step(self, rows: dict[str, Tensor] | None = None) -> None:
+        super().after_step(rows)
         if self.max_norm > 0:
             self.lram.clip_(self.max_norm)
 

@@ -103,8 +103,8 @@ class TransCF(TranslationModel):
         self.item_neighbourhoods.copy_(self.item_means @ self.user_embeddings)
         self._stale_steps = 0
 
-    def after_step(self) -> None:
-        super().after_step()
+    def after_step(self, rows: dict[str, Tensor] | None = None) -> None:
+        super().after_step(rows)
         self._stale_steps += 1
         if self._stale_steps >= self.refresh_every:
             self.refresh_neighbourhoods()

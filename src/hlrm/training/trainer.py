@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from hlrm import distributed
@@ -26,6 +27,7 @@ from hlrm.errors import ConfigError, TrainingError
 from hlrm.evaluation.metrics import METRICS
 from hlrm.evaluation.protocol import evaluate
 from hlrm.models.base import Objective, Recommender, TrainBatch, pool_rows
+from hlrm.training import kernels
 from hlrm.training.checkpoint import (
     MODEL_KEYS,
     RESUME_KEYS,
@@ -36,6 +38,8 @@ from hlrm.training.checkpoint import (
 )
 from hlrm.training.history import HistorySampler
 from hlrm.training.losses import LOSSES, make_objective
+from hlrm.training.optim import OPTIMIZERS, LazyAdam, make_optimizer
+from hlrm.training.optim import make_adam as make_adam  # re-exported: its home until now
 from hlrm.training.sampler import DISTRIBUTIONS, NegativeSampler, PairBatches
 
 LOSS_SELECTION = "valid_loss"
@@ -99,6 +103,10 @@ class TrainConfig:
     #: on every parameter other than the user and item tables (keys, memory, scales).
     history_dropout: float = 0.0
     relation_weight_decay: float = 0.0
+    #: "adam": dense Adam (the official behaviour, every row moves every step); "lazy_adam":
+    #: row-sparse gradients for the user and item tables, whose rows move only on the steps
+    #: that use them (:mod:`hlrm.training.optim`; faster, a different optimiser).
+    optimizer: str = "adam"
     #: "cml": train a CML first (its default recipe, same data and seed) and start from its
     #: embeddings, the HLR models' default; "none": start from random weights.
     pretrain: str | None = None
@@ -162,6 +170,8 @@ class TrainConfig:
             raise ConfigError(
                 f"relation_weight_decay must be >= 0 and finite, not {self.relation_weight_decay}"
             )
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if self.shuffle not in ("epoch", "once"):
             raise ConfigError(f"shuffle must be 'epoch' or 'once', not {self.shuffle!r}")
         if self.rotating_skip and self.shuffle != "once":
@@ -178,16 +188,6 @@ def resolve_device(name: str) -> torch.device:
     if name != "cpu" and not name.startswith("cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda[:N], not {name!r}")
     return torch.device(name)
-
-
-def make_adam(parameters: list[dict[str, Any]], lr: float) -> torch.optim.Adam:
-    """Dense Adam over parameter groups (the official TF1 behaviour: every row's moments decay
-    every step), fused into one kernel where this torch build supports it — on CPU that is about
-    4× faster for the full-table updates that dominate a step on large item sets."""
-    try:
-        return torch.optim.Adam(parameters, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(parameters, lr=lr)
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -207,6 +207,10 @@ class EpochRecord:
 
 class Trainer:
     """Trains ``model`` on ``split.train``; checkpoints go to ``checkpoint_dir`` when given."""
+
+    #: Train with the compiled step of :mod:`hlrm.training.kernels` where it applies (CML,
+    #: hinge, ``lazy_adam``, Numba installed); False forces the PyTorch path it reproduces.
+    use_compiled_steps: bool = True
 
     def __init__(
         self,
@@ -300,7 +304,17 @@ class Trainer:
                     "weight_decay": config.relation_weight_decay,
                 },
             ]
-        self.optimizer = make_adam([g for g in groups if g["params"]], config.lr)
+        if config.optimizer == "lazy_adam" and distributed.world_size() > 1:
+            raise ConfigError("optimizer lazy_adam does not run under torchrun yet: use adam")
+        model.sparse_gradients = config.optimizer == "lazy_adam"
+        groups = [g for g in groups if g["params"]]
+        self.optimizer = make_optimizer(config.optimizer, groups, config.lr)
+        self._parameter_names = {p: name for name, p in named}
+        self._compiled = (
+            kernels.FusedCMLStep(model, self.optimizer, self.objective)
+            if self.use_compiled_steps and kernels.supports(model, config, self.objective) is None
+            else None
+        )
         # Under torchrun: each rank trains on its rows of every global batch (hlrm.distributed).
         self.world = distributed.world_size()
         self._step_loss: torch.nn.Module = BatchLoss(model, self.objective)
@@ -371,19 +385,13 @@ class Trainer:
         generator = epoch_generator(self.seed, epoch, self.device)
         total, count = 0.0, 0
         for step, batch in enumerate(self.train_batches.epoch(generator, epoch), start=1):
-            loss = self._step_loss(*self._share(batch))
-            if not torch.isfinite(loss):
+            loss = self.train_step(batch)
+            if not math.isfinite(loss):
                 raise TrainingError(
-                    f"the training loss became {loss.item()} at epoch {epoch}, batch {step}; "
+                    f"the training loss became {loss} at epoch {epoch}, batch {step}; "
                     "lower the learning rate or enable --clip; no checkpoint was written for it"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.config.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
-            self.optimizer.step()
-            self.model.after_step()
-            total += loss.item() / self.world  # this rank's part of the batch's loss
+            total += loss / self.world  # this rank's part of the batch's loss
             count += 1
             if bar is not None:
                 bar.update(1)
@@ -409,6 +417,38 @@ class Trainer:
         if self.config.reduction == "sum":
             return local, float(self.world)
         return local, (rows.stop - rows.start) * self.world / size
+
+    def train_step(self, batch: TrainBatch) -> float:
+        """One optimiser step on ``batch`` (loss, gradients, update, post-step constraint);
+        returns the batch's loss (under torchrun: this rank's weighted part of it). A non-finite
+        loss leaves the weights as they were, except on the compiled path, where the caller's
+        error stops the run before anything is saved."""
+        if self._compiled is not None:
+            terms, count = self._compiled(batch.users, batch.positives, batch.negatives)
+            return terms / count if self.config.reduction == "mean" else terms
+        loss = self._step_loss(*self._share(batch))
+        if not torch.isfinite(loss):
+            return loss.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+        self.optimizer.step()
+        self.model.after_step(self._moved_rows())
+        return loss.item()
+
+    def _moved_rows(self) -> dict[str, Tensor] | None:
+        """For a row-sparse step, the rows it moved per parameter name, so that the post-step
+        projection looks only at those; None (everything) after the run's first step, which
+        projects every row as dense Adam's first step does (initial rows may lie outside the
+        ball), and for dense optimisers."""
+        optimizer = self.optimizer
+        if not isinstance(optimizer, LazyAdam) or not optimizer.touched:
+            return None
+        first = next(iter(optimizer.touched))
+        if float(optimizer.state[first]["step"]) <= 1:
+            return None
+        return {self._parameter_names[p]: rows for p, rows in optimizer.touched.items()}
 
     @torch.no_grad()
     def validation_loss(self) -> float:
