@@ -13,7 +13,8 @@ where it applies) with batch 1000 and lr 1e-3, once per ``--optimizers`` entry (
 the default; ``lazy_adam``: row-sparse, :mod:`hlrm.training.optim`) and per ``--recipes`` entry
 (``published``: hinge, one negative per positive, as the paper; ``default``: the library's
 default recipe for the model, for HLR/HLR++ the one of their training after the CML stage). Each
-step is split into ``sample`` (pairs, negatives, history pools) and ``step`` (everything else).
+step is split into ``sample`` (pairs, negatives, history pools) and ``step`` (everything else);
+one untimed step comes first (it compiles the Numba step where it applies).
 ``--repeats`` runs the whole list that many times, interleaved, so options compare under the
 same load. ``--batches N`` times the first N batches of an epoch and extrapolates seconds per
 epoch (marked ``extrapolated``); 0 times the whole epoch. An "example" is one (user, positive,
@@ -102,6 +103,9 @@ def library_model(
     model.train()
     n_batches = len(trainer.train_batches)
     limit = min(args.batches or n_batches, n_batches)
+    # one untimed step first: compiles the Numba step where it applies (cached on disk after the
+    # first run on a machine) and warms the allocator; the timed epoch starts afresh
+    trainer.train_step(next(trainer.train_batches.epoch(epoch_generator(args.seed, 0, device))))
     seconds = dict.fromkeys(PHASES, 0.0)
     examples = 0
     batches = trainer.train_batches.epoch(epoch_generator(args.seed, 1, device))

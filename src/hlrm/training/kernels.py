@@ -316,4 +316,6 @@ class FusedCMLStep:
             )
         if first:
             self.model.after_step()
+        # what optimizer.step() records for learning-rate schedulers (which warn without it)
+        self.optimizer._opt_called = True
         return float(total), terms
