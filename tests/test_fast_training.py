@@ -241,3 +241,22 @@ def test_the_compiled_step_declines_what_it_does_not_compute(synthetic):
     assert kernels.supports(model, config, objective) is not None
     dense = TrainConfig(epochs=1, **HINGE).for_model(model)
     assert "lazy_adam" in kernels.supports(model, dense, make_objective("hinge"))
+
+
+def test_clipping_row_sparse_gradients_clips_what_dense_clipping_clips():
+    """--clip with lazy_adam: the same factor as torch's clipping of the dense gradients."""
+    from hlrm.training.optim import clip_grad_norm_
+
+    torch.manual_seed(0)
+    start, other = torch.randn(10, 4), torch.randn(3)
+    clipped = []
+    for sparse in (True, False):
+        table, dense = torch.nn.Parameter(start.clone()), torch.nn.Parameter(other.clone())
+        index = torch.tensor([1, 3, 3, 7])
+        gathered = torch.nn.functional.embedding(index, table, sparse=sparse)
+        (gathered.pow(2).sum() * 5 + dense.sum()).backward()
+        (clip_grad_norm_ if sparse else torch.nn.utils.clip_grad_norm_)([table, dense], 1.0)
+        clipped.append((table.grad.to_dense(), dense.grad))
+    for a, b in zip(*clipped, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.linalg.vector_norm(torch.cat([g.flatten() for g in clipped[0]])) <= 1 + 1e-5

@@ -221,7 +221,7 @@ def supports(model: Any, config: Any, objective: Any) -> str | None:
     if config.shared_negatives or config.negative_sampling != "uniform":
         return "shared or popularity-sampled negatives have no compiled step"
     if config.clip_grad > 0 or config.relation_weight_decay > 0:
-        return "gradient clipping has no compiled step"
+        return "gradient clipping and relation_weight_decay have no compiled step"
     tables = (model.user_embeddings, model.item_embeddings)
     if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tables):
         return "the compiled step runs on float32 CPU tables"

@@ -149,3 +149,30 @@ def summed_rows(grad: Tensor) -> tuple[Tensor, Tensor]:
     rows, inverse = torch.unique(indices, sorted=True, return_inverse=True)
     summed = values.new_zeros((len(rows), *values.shape[1:]))
     return rows, summed.index_add_(0, inverse, values)
+
+
+@torch.no_grad()
+def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_`` (the same total norm and factor, ``max_norm / (norm +
+    1e-6)`` capped at 1) for gradients that may be row-sparse, which torch's version rejects: a
+    sparse gradient is first replaced by its summed rows (:func:`summed_rows`, deterministic),
+    whose norm is the gradient's norm. Without sparse gradients: torch's own (the same bits as
+    before row-sparse gradients existed)."""
+    parameters = [p for p in parameters if p.grad is not None]
+    if not any(p.grad.is_sparse for p in parameters):
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return
+    grads = []
+    for param in parameters:
+        if param.grad.is_sparse:
+            rows, values = summed_rows(param.grad)
+            param.grad = torch.sparse_coo_tensor(
+                rows.unsqueeze(0), values, param.shape, is_coalesced=True, check_invariants=False
+            )
+            grads.append(param.grad._values())
+        else:
+            grads.append(param.grad)
+    norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+    factor = (max_norm / (torch.linalg.vector_norm(norms) + 1e-6)).clamp_(max=1.0)
+    for grad in grads:
+        grad.mul_(factor)

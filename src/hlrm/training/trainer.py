@@ -38,7 +38,7 @@ from hlrm.training.checkpoint import (
 )
 from hlrm.training.history import HistorySampler
 from hlrm.training.losses import LOSSES, make_objective
-from hlrm.training.optim import OPTIMIZERS, LazyAdam, make_optimizer
+from hlrm.training.optim import OPTIMIZERS, LazyAdam, clip_grad_norm_, make_optimizer
 from hlrm.training.optim import make_adam as make_adam  # re-exported: its home until now
 from hlrm.training.sampler import DISTRIBUTIONS, NegativeSampler, PairBatches
 
@@ -432,7 +432,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+            clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
         self.optimizer.step()
         self.model.after_step(self._moved_rows())
         return loss.item()
