@@ -161,6 +161,10 @@ def test_health_model_openapi_and_page(client):
     assert info["metrics"] == {"ndcg@10": 0.5} and len(info["example_users"]) == 20
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/recommend", "/similar-items", "/items", "/health", "/model"} <= set(paths)
+    docs = client.get("/docs").text  # Swagger UI from local files: it works offline
+    assert "/docs/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    for asset in ("/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/favicon.png"):
+        assert client.get(asset).status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "<title>hlrm" in page.text
     assert page.headers["content-security-policy"].startswith("default-src 'self'")

@@ -1112,7 +1112,7 @@ def serve_command(
         from hlrm.serving.app import Batching, create_app
     except ImportError:
         raise ConfigError(
-            'hlrm serve needs FastAPI and uvicorn: pip install "hlrm[serve]"'
+            'hlrm serve needs FastAPI, uvicorn and swagger-ui-bundle: pip install "hlrm[serve]"'
         ) from None
     from hlrm.runs import Run
 

@@ -1,6 +1,7 @@
 """The HTTP API and the page: ``create_app(run)`` returns a FastAPI application.
 
-Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
+Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``, whose Swagger UI
+files come from the ``swagger-ui-bundle`` package, not a CDN, so they work offline):
 
 * ``GET /recommend?user=ID&k=10&explain=true``: a known user's top k unseen items;
 * ``POST /recommend`` with ``{"items": [...], "k": 10, "explain": true}``: a new user given by
@@ -25,7 +26,9 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Annotated, Any
 
+import swagger_ui_bundle
 from fastapi import FastAPI, Query, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -62,6 +65,13 @@ STATIC_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+#: Swagger UI's files for ``/docs``, from the ``swagger-ui-bundle`` package (FastAPI's own
+#: ``/docs`` loads them from a CDN, which a server without internet cannot reach).
+DOCS_FILES = {
+    "/docs/swagger-ui-bundle.js": ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+    "/docs/swagger-ui.css": ("swagger-ui.css", "text/css; charset=utf-8"),
+    "/docs/favicon.png": ("favicon-32x32.png", "image/png"),
 }
 #: The page loads nothing from elsewhere and runs no inline script.
 PAGE_HEADERS = {
@@ -161,6 +171,8 @@ def create_app(
         version=hlrm.__version__,
         summary=f"{run.model.name} recommendations for {run.split.name}",
         lifespan=lifespan,
+        docs_url=None,  # served below from local files
+        redoc_url=None,  # ReDoc exists only on a CDN
     )
     app.add_middleware(BodySizeLimit, limit=limits.body_bytes)
 
@@ -249,6 +261,22 @@ def create_app(
         @app.get(route, include_in_schema=False)
         async def page() -> Response:
             return Response(content, media_type=media_type, headers=PAGE_HEADERS)
+
+    pages |= {
+        route: ((swagger_ui_bundle.swagger_ui_path / name).read_bytes(), media_type)
+        for route, (name, media_type) in DOCS_FILES.items()
+    }
+    docs_page = get_swagger_ui_html(
+        openapi_url=app.openapi_url,
+        title="hlrm API",
+        swagger_js_url="/docs/swagger-ui-bundle.js",
+        swagger_css_url="/docs/swagger-ui.css",
+        swagger_favicon_url="/docs/favicon.png",
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return docs_page  # its inline start-up script rules out the page's CSP header
 
     for route in pages:
         page_route(route)
