@@ -34,6 +34,8 @@ def test_cml_scores_a_subset_of_items():
         ("lrml", {}),
         ("hlr", {"history_size": 6}),
         ("hlr++", {"history_size": 6}),
+        ("transcf", {}),
+        ("adacml", {"history_size": 6}),
     ],
 )
 def test_all_items_as_candidates_give_the_exact_lists(name, params):
@@ -83,7 +85,7 @@ def test_candidates_skip_known_items_and_lists_are_sorted():
 
 
 def test_refusals(monkeypatch):
-    for name in ("popularity", "bpr", "adacml"):
+    for name in ("popularity", "bpr"):
         model = random_run(name).model
         assert not supports_ann(model)
         with pytest.raises(ConfigError, match="--ann needs"):

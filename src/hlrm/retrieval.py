@@ -1,8 +1,9 @@
 """Two-stage retrieval for large catalogues: approximate candidates, exact re-ranking.
 
-CML, LRML, HLR and HLR++ all score with a distance ``||u + r - t||²`` between a user u and an
-item t, where the translation r is zero for CML and a convex combination of memory slots for the
-relation models: bounded, and small next to the user-item offset in trained models. The first
+CML, LRML, HLR, HLR++, TransCF and AdaCML all score with a distance ``||u + r - t||²`` between a
+user u and an item t, where the translation r is zero for CML, a convex combination of memory
+slots for the relation models, of the user's pool for AdaCML and a product of neighbourhood means
+for TransCF: bounded, and small next to the user-item offset in trained models. The first
 stage finds the items nearest to the user by the CML part ``||u - t||²`` in an HNSW graph (faiss)
 over the item embeddings; the second scores only those candidates with the model's exact score
 (``model.score_candidates``, the spec's formula per (user, candidate) pair, batched over
@@ -46,7 +47,8 @@ BUILD_WIDTH = 200
 
 def supports_ann(model: Recommender) -> bool:
     """Whether ``model`` ranks by distance to item embeddings in a metric space and scores a
-    user's own candidates without scoring every item (CML, LRML, HLR, HLR++)."""
+    user's own candidates without scoring every item (CML, CML-EASE, LRML, HLR, HLR++, TransCF,
+    AdaCML)."""
     tables = all(
         isinstance(getattr(model, name, None), Tensor)
         for name in ("user_embeddings", "item_embeddings")
@@ -100,8 +102,9 @@ class AnnIndex:
     ) -> AnnIndex:
         if not supports_ann(model):
             raise ConfigError(
-                f"--ann needs a model that ranks by distance to item embeddings and can score "
-                f"a subset of items (cml, lrml, hlr, hlr++), not {model.name}"
+                "--ann needs a model that ranks by distance to item embeddings and can score a "
+                "subset of items (cml, cml-ease, lrml, hlr, hlr++, transcf, adacml), not "
+                f"{model.name}"
             )
         if candidates < 1 or graph_degree < 2 or build_width < 1:
             raise ConfigError("ANN candidates, graph degree and build width must be positive")

@@ -253,6 +253,25 @@ class TranslationModel(EmbeddingModel):
             distances = self.target_distances(batch.users, batch.history, targets)
         return distances[:, 0], distances[:, 1:]
 
+    def candidate_elements(self, candidates: int) -> int:
+        """Elements :meth:`target_distances` holds per user for ``candidates`` targets: the
+        (C, d) relations and, for a pool, the (C, P) attention."""
+        return candidates * (self.dim + getattr(self, "history_size", 0))
+
+    @torch.no_grad()
+    def score_candidates(self, users: Tensor, history: History | None, items: Tensor) -> Tensor:
+        """Scores (U, C) of each user's own candidates ``items`` (U, C) by the spec's formula
+        per pair (:meth:`target_distances`, the computation training uses), which equals
+        :meth:`score` up to float rounding: one batched computation per block of users, blocks
+        kept within :attr:`block_elements` (:meth:`candidate_elements`)."""
+        step = max(1, self.block_elements // max(1, self.candidate_elements(items.shape[1])))
+        scores = self.item_embeddings.new_empty(items.shape)
+        for start in range(0, len(users), step):
+            rows = slice(start, start + step)
+            pools = pool_rows(history, rows)
+            scores[rows] = -self.target_distances(users[rows], pools, items[rows])
+        return scores
+
     def history_vectors(self, history: History) -> Tensor:
         """Item vectors (R, P, d) of a pool; padding slots (index ``n_items``) are zero vectors,
         the official constant padding row (spec 3.4), whatever the mask says."""
@@ -350,21 +369,9 @@ class MemoryTranslationModel(TranslationModel):
         """Scores (U, I) of every item, or (U, len(items)) of the item indices ``items``."""
         raise NotImplementedError
 
-    @torch.no_grad()
-    def score_candidates(self, users: Tensor, history: History | None, items: Tensor) -> Tensor:
-        """Scores (U, C) of each user's own candidates ``items`` (U, C) by the spec's formula
-        per pair (:meth:`target_distances`, the computation training uses), which equals
-        :meth:`score` up to float rounding. One batched computation per block of users instead
-        of one factorised call per user; blocks keep the (B, C, S, N) addresses and the
-        (B, d, C·N) target keys within :attr:`block_elements`."""
-        per_user = items.shape[1] * self.lram.n_slots * (self.dim + 2 * self.scoring_pool)
-        step = max(1, self.block_elements // max(1, per_user))
-        scores = self.item_embeddings.new_empty(items.shape)
-        for start in range(0, len(users), step):
-            rows = slice(start, start + step)
-            pools = pool_rows(history, rows)
-            scores[rows] = -self.target_distances(users[rows], pools, items[rows])
-        return scores
+    def candidate_elements(self, candidates: int) -> int:
+        """The (C, S, N) addresses and the (d, C·N) target keys of one user."""
+        return candidates * self.lram.n_slots * (self.dim + 2 * self.scoring_pool)
 
     def coefficient_bounds(
         self, users: Tensor, history: History | None

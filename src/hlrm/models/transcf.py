@@ -132,6 +132,12 @@ class TransCF(TranslationModel):
         ) + objective.reduce(regulariser)
 
     @torch.no_grad()
+    def score_candidates(self, users: Tensor, history: History | None, items: Tensor) -> Tensor:
+        if self._stale_steps:
+            self.refresh_neighbourhoods()
+        return super().score_candidates(users, history, items)
+
+    @torch.no_grad()
     def score(self, users: Tensor, history: History | None = None) -> Tensor:
         """Exact and GEMM-only: ``||u + ν_u⊙ν_i - i||² = ||u - i||² + 2 (ν_u⊙u)·ν_i
         - 2 ν_u·(ν_i⊙i) + ν_u²·ν_i²``, so no (U, I, d) relation tensor is built."""
