@@ -3,7 +3,7 @@
 cd "$(dirname "$0")" || exit 1
 
 # The comparison as it was invoked:
-#   hlrm compare --config configs/compare/recipes-citeulike-t.toml --out /tmp/exp/reports/recipes-citeulike-t
+#   hlrm compare --config configs/compare/recipes-citeulike-t.toml --out reports/recipes-citeulike-t
 # Rebuild the tables and plots (finished runs under runs/ are reused):
 hlrm compare --config compare.toml --out .
 

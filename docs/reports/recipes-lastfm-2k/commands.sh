@@ -3,7 +3,7 @@
 cd "$(dirname "$0")" || exit 1
 
 # The comparison as it was invoked:
-#   hlrm compare --config configs/compare/recipes-lastfm-2k.toml --out /tmp/exp/reports/recipes-lastfm-2k
+#   hlrm compare --config configs/compare/recipes-lastfm-2k.toml --out reports/recipes-lastfm-2k
 # Rebuild the tables and plots (finished runs under runs/ are reused):
 hlrm compare --config compare.toml --out .
 

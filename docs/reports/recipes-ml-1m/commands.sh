@@ -15,3 +15,4 @@ hlrm compare --config compare.toml --out .
 # hlrm train --config runs/bpr/config.toml --run-dir rebuilt/bpr
 # hlrm train --config runs/cml-paper/config.toml --run-dir rebuilt/cml-paper
 # hlrm train --config runs/cml/config.toml --run-dir rebuilt/cml
+# hlrm train --config runs/cml-ease/config.toml --run-dir rebuilt/cml-ease
