@@ -10,9 +10,11 @@ addresses are item-independent and precomputed). The distance is the quadratic f
 the (users, items) scores reach memory: nothing of size users × items × pool × slots exists.
 
 ``β``-attention is exact: ``exp(w_s - β·logsumexp(w))`` = running mixture × ``exp((1-β) m) /
-l^β`` with m, l the running maximum and sum. Products use IEEE float32 by default
-(``HLRM_TRITON_PRECISION=tf32`` allows TF32 tensor cores on NVIDIA GPUs, for speed measurements
-against the exact lists).
+l^β`` with m, l the running maximum and sum. Products use IEEE float32 by default;
+``HLRM_TRITON_PRECISION=tf32`` (TF32 tensor cores) or ``bf16`` (bfloat16 operands, float32
+accumulation) trade exactness for speed on NVIDIA GPUs, to be measured against the exact lists
+(``benchmarks/scoring.py --triton-precision``); everything outside the three products stays
+float32.
 
 Runs on CUDA, and on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``, set before this
 module is imported), which is how ``tests/test_triton_scoring.py`` checks it against the plain
@@ -33,7 +35,23 @@ from hlrm.models.relation_scoring import Prepared, RelationProblem
 #: Items per program. 64 keeps the (items, d) block and the (items, N) running state in
 #: registers for d <= 128 on current NVIDIA GPUs; the interpreter uses 16 (fewer wasted lanes).
 BLOCK_ITEMS = 64
-PRECISIONS = ("ieee", "tf32")
+PRECISIONS = ("ieee", "tf32", "bf16")
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, NATIVE_BF16: tl.constexpr):
+    """``a @ b`` in float32 (IEEE or TF32 products), or with bfloat16 operands (``bf16``: the
+    tensor cores' fastest input, float32 accumulation). Triton 3.9's interpreter multiplies
+    bfloat16 blocks wrongly (values ~1e10 off), so there (``NATIVE_BF16`` false) the operands
+    are rounded to bfloat16 and multiplied in float32: the same products up to the summation
+    order."""
+    if PRECISION == "bf16":
+        if NATIVE_BF16:
+            return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
+        a = a.to(tl.bfloat16).to(tl.float32)
+        b = b.to(tl.bfloat16).to(tl.float32)
+        return tl.dot(a, b, input_precision="ieee")
+    return tl.dot(a, b, input_precision=PRECISION)
 
 
 @triton.jit
@@ -63,6 +81,7 @@ def _relation_scores_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr,
+    NATIVE_BF16: tl.constexpr,
 ):
     # int64: user * n_items passes 2^31 for ~50k users × 50k items (all of a large catalogue).
     user = tl.program_id(0).to(tl.int64)
@@ -92,7 +111,7 @@ def _relation_scores_kernel(
     for slot in range(width):
         valid = tl.load(pool_mask_ptr + user * width + slot) != 0
         z = tl.load(pool_ptr + (user * width + slot) * dim + offs_d, mask=in_d, other=0.0)
-        logits = tl.dot(items * z[None, :], keys, input_precision=PRECISION)
+        logits = _dot(items * z[None, :], keys, PRECISION, NATIVE_BF16)
         logits = logits + slot_bias[None, :]
         exponentials = tl.exp(logits - tl.max(logits, 1)[:, None])
         address = exponentials / tl.sum(exponentials, 1)[:, None]
@@ -119,7 +138,7 @@ def _relation_scores_kernel(
     )
     if HLRPP:
         # Item attention over [t; x_1..x_P]: the target's address, then the history's.
-        target_logits = tl.dot(items * user_vector[None, :], keys, input_precision=PRECISION)
+        target_logits = _dot(items * user_vector[None, :], keys, PRECISION, NATIVE_BF16)
         target_logits = target_logits + slot_bias[None, :]
         target = tl.exp(target_logits - tl.max(target_logits, 1)[:, None])
         target = target / tl.sum(target, 1)[:, None]
@@ -153,7 +172,7 @@ def _relation_scores_kernel(
         mask=in_n[:, None] & in_n[None, :],
         other=0.0,
     )
-    quadratic = tl.sum(tl.dot(coefficients, gram, input_precision=PRECISION) * coefficients, 1)
+    quadratic = tl.sum(_dot(coefficients, gram, PRECISION, NATIVE_BF16) * coefficients, 1)
     dots = tl.sum(items * user_vector[None, :], 1)
     user_sq = tl.load(user_sq_ptr + user)
     item_sq = tl.load(item_sq_ptr + offs_i, mask=in_i, other=0.0)
@@ -168,7 +187,8 @@ def _block(size: int) -> int:
 
 
 def precision() -> str:
-    """``HLRM_TRITON_PRECISION``: ``ieee`` (default, exact float32 products) or ``tf32``."""
+    """``HLRM_TRITON_PRECISION``: ``ieee`` (default, exact float32 products), ``tf32`` or
+    ``bf16``."""
     chosen = os.environ.get("HLRM_TRITON_PRECISION", "ieee").strip().lower() or "ieee"
     if chosen not in PRECISIONS:
         from hlrm.errors import ConfigError
@@ -228,5 +248,6 @@ def triton_scores(problem: RelationProblem, block_items: int | None = None) -> T
         BLOCK_D=_block(dim),
         BLOCK_N=_block(n_slots),
         PRECISION=precision(),
+        NATIVE_BF16=not interpreted,
     )
     return out.to(problem.items.dtype)
