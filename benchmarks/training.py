@@ -10,11 +10,12 @@ two same-run references.
 Every library model is trained by the library's own pieces (``Trainer``'s batches and its
 ``train_step``: the model loss, the optimiser, the post-step projection, or the compiled CML step
 where it applies) with batch 1000 and lr 1e-3, once per ``--optimizers`` entry (``adam``: dense,
-the default; ``lazy_adam``: row-sparse, :mod:`hlrm.training.optim`) and per ``--recipes`` entry
+the default; ``lazy_adam``: row-sparse, :mod:`hlrm.training.optim`; ``adam+compile``: dense Adam
+with the loss compiled by ``torch.compile``, ``TrainConfig.compile``) and per ``--recipes`` entry
 (``published``: hinge, one negative per positive, as the paper; ``default``: the library's
 default recipe for the model, for HLR/HLR++ the one of their training after the CML stage). Each
 step is split into ``sample`` (pairs, negatives, history pools) and ``step`` (everything else);
-one untimed step comes first (it compiles the Numba step where it applies).
+one untimed step comes first (it compiles the Numba step or the ``torch.compile`` graph).
 ``--repeats`` runs the whole list that many times, interleaved, so options compare under the
 same load. ``--batches N`` times the first N batches of an epoch and extrapolates seconds per
 epoch (marked ``extrapolated``); 0 times the whole epoch. An "example" is one (user, positive,
@@ -61,7 +62,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--models", default=MODELS)
-    parser.add_argument("--optimizers", default="adam", help="comma-separated: adam, lazy_adam")
+    parser.add_argument(
+        "--optimizers", default="adam", help="comma-separated: adam, lazy_adam, adam+compile"
+    )
     parser.add_argument("--recipes", default="published", help=f"comma-separated: {RECIPES}")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved runs of the list")
     parser.add_argument("--batches", type=int, default=0, help="0: a whole epoch")
@@ -95,7 +98,8 @@ def library_model(
         batch_size=args.batch_size,
         lr=1e-3,
         device=args.device,
-        optimizer=optimizer,
+        optimizer=optimizer.removesuffix("+compile"),
+        compile=optimizer.endswith("+compile"),
         **settings,
     )
     trainer = Trainer(model, split, config, seed=args.seed, progress=False)

@@ -260,3 +260,49 @@ def test_clipping_row_sparse_gradients_clips_what_dense_clipping_clips():
     for a, b in zip(*clipped, strict=True):
         torch.testing.assert_close(a, b)
     assert torch.linalg.vector_norm(torch.cat([g.flatten() for g in clipped[0]])) <= 1 + 1e-5
+
+
+def test_compile_trains_what_eager_trains(synthetic, monkeypatch):
+    """compile = true: the loss goes through torch.compile (here its "eager" backend: the same
+    graph capture, no code generation, so the same bits); the epoch's last, smaller batch runs
+    eagerly instead of compiling a second graph."""
+    monkeypatch.setattr(Trainer, "compile_backend", "eager")
+    models = []
+    for compile_loss in (False, True):
+        torch.manual_seed(0)
+        model = small_model("hlr", synthetic)
+        config = TrainConfig(
+            epochs=1, batch_size=1000, device="cpu", patience=0, compile=compile_loss,
+            **HINGE, pretrain="none",
+        )  # fmt: skip
+        trainer = Trainer(model, synthetic, config, progress=False)
+        trainer.fit()
+        models.append(model)
+        if compile_loss:  # 3600 pairs: three full batches compiled, the last one eager
+            assert trainer._compiled_shapes[0] == (1000,)
+    for key, tensor in models[0].state_dict().items():
+        assert torch.equal(tensor, models[1].state_dict()[key]), key
+
+
+def test_compile_with_lazy_adam_is_a_config_error():
+    with pytest.raises(ConfigError, match="compile works with optimizer adam only"):
+        TrainConfig(epochs=1, compile=True, optimizer="lazy_adam").for_model(
+            create_model("cml", 2, 2)
+        ).validate()
+
+
+def test_membership_flags_answer_what_the_sorted_keys_answer(synthetic, monkeypatch):
+    from hlrm.training import sampler as sampling
+
+    with_flags = sampling.NegativeSampler(synthetic.train)
+    monkeypatch.setattr(sampling, "DENSE_MEMBERSHIP_PAIRS", 0)
+    with_keys = sampling.NegativeSampler(synthetic.train)
+    assert with_flags.flags is not None and with_keys.flags is None
+    users = torch.arange(synthetic.n_users).repeat_interleave(synthetic.n_items)
+    items = torch.arange(synthetic.n_items).repeat(synthetic.n_users)
+    assert torch.equal(with_flags.contains(users, items), with_keys.contains(users, items))
+    assert int(with_flags.contains(users, items).sum()) == synthetic.train.nnz
+    samples = [
+        s.sample(users[:999], 4, torch.Generator().manual_seed(3)) for s in (with_flags, with_keys)
+    ]
+    assert torch.equal(*samples)

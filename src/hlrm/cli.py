@@ -202,6 +202,7 @@ DEFAULTS = {
     "history_dropout": "0 (off)",
     "relation_weight_decay": "0 (off)",
     "optimizer": "adam",
+    "compile": "off",
     "deterministic": "on",
     "dim": "100",
     "n_slots": "20",
@@ -522,6 +523,7 @@ def apply_overrides(config: RunConfig, **options: Any) -> RunConfig:
             "negative_selection", "rank_weight", "shuffle", "rotating_skip",
             "select_by",
             "patience", "freeze_embeddings", "device", "deterministic", "pretrain", "optimizer",
+            "compile",
         ),
         "eval": ("cohorts", "cohort_size", "max_users", "memory_mib"),
     }  # fmt: skip
@@ -687,6 +689,13 @@ def train_command(
             default=DEFAULTS["optimizer"],
         ),
     ] = None,
+    compile: Annotated[
+        bool | None,
+        option(
+            "torch.compile the training loss (optimizer adam; about a minute to compile once).",
+            default=DEFAULTS["compile"],
+        ),
+    ] = None,
     emb_size: Annotated[int | None, option("Embedding size d.", default=DEFAULTS["dim"])] = None,
     num_relations: Annotated[
         int | None, option("Memory slots N of LRML / HLR / HLR++.", default=DEFAULTS["n_slots"])
@@ -778,7 +787,7 @@ def train_command(
         shared_negatives=shared_negatives, negative_sampling=negative_sampling,
         negative_selection=negative_selection,
         rank_weight=rank_weight, shuffle=shuffle, rotating_skip=rotating_skip,
-        select_by=select_by, patience=patience, optimizer=optimizer,
+        select_by=select_by, patience=patience, optimizer=optimizer, compile=compile,
         freeze_embeddings=freeze_embeddings, deterministic=deterministic, device=device,
         pretrain=pretrain,
         seed=seed, ks=k,

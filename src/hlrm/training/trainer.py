@@ -107,6 +107,11 @@ class TrainConfig:
     #: row-sparse gradients for the user and item tables, whose rows move only on the steps
     #: that use them (:mod:`hlrm.training.optim`; faster, a different optimiser).
     optimizer: str = "adam"
+    #: Compile the training loss and its backward with ``torch.compile`` (inductor: fused C++
+    #: loops on CPU, Triton on CUDA). Off by default: compiling takes about a minute on first use
+    #: (cached on disk afterwards), results equal eager ones up to rounding only (same seed and
+    #: thread count, same bits), and inductor cannot compile lazy_adam's row-sparse gradients.
+    compile: bool = False
     #: "cml": train a CML first (its default recipe, same data and seed) and start from its
     #: embeddings, the HLR models' default; "none": start from random weights.
     pretrain: str | None = None
@@ -172,6 +177,11 @@ class TrainConfig:
             )
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.compile and self.optimizer == "lazy_adam":
+            raise ConfigError(
+                "compile works with optimizer adam only (inductor cannot compile the row-sparse "
+                "gradients of lazy_adam)"
+            )
         if self.shuffle not in ("epoch", "once"):
             raise ConfigError(f"shuffle must be 'epoch' or 'once', not {self.shuffle!r}")
         if self.rotating_skip and self.shuffle != "once":
@@ -211,6 +221,9 @@ class Trainer:
     #: Train with the compiled step of :mod:`hlrm.training.kernels` where it applies (CML,
     #: hinge, ``lazy_adam``, Numba installed); False forces the PyTorch path it reproduces.
     use_compiled_steps: bool = True
+    #: The ``torch.compile`` backend of ``TrainConfig.compile`` (tests use "eager": the same
+    #: graph capture without code generation).
+    compile_backend: str = "inductor"
 
     def __init__(
         self,
@@ -319,7 +332,17 @@ class Trainer:
         self.world = distributed.world_size()
         self._step_loss: torch.nn.Module = BatchLoss(model, self.objective)
         if self.world > 1:
+            if config.compile:
+                raise ConfigError("compile does not run under torchrun yet: leave it off")
             self._step_loss = distributed.data_parallel(self._step_loss, self.device)
+        # compile: the graph of the first full batch; other shapes (the epoch's last, partial
+        # batch; narrower history pools) run eagerly rather than trigger a recompilation
+        self._compiled_loss = (
+            torch.compile(self._step_loss, dynamic=False, backend=self.compile_backend)
+            if config.compile
+            else None
+        )
+        self._compiled_shapes: tuple | None = None
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, config.lr_gamma)
         self.start_epoch = 1
         self.best_value = math.inf
@@ -426,7 +449,7 @@ class Trainer:
         if self._compiled is not None:
             terms, count = self._compiled(batch.users, batch.positives, batch.negatives)
             return terms / count if self.config.reduction == "mean" else terms
-        loss = self._step_loss(*self._share(batch))
+        loss = self._loss_function(batch)(*self._share(batch))
         if not torch.isfinite(loss):
             return loss.item()
         self.optimizer.zero_grad(set_to_none=True)
@@ -436,6 +459,20 @@ class Trainer:
         self.optimizer.step()
         self.model.after_step(self._moved_rows())
         return loss.item()
+
+    def _loss_function(self, batch: TrainBatch) -> torch.nn.Module:
+        """The compiled loss for batches shaped like the first one it saw, else the eager one."""
+        if self._compiled_loss is None:
+            return self._step_loss
+        shapes = (
+            tuple(batch.users.shape),
+            tuple(batch.negatives.shape),
+            None if batch.history is None else tuple(batch.history.items.shape),
+            batch.negative_log_weights is None,
+        )
+        if self._compiled_shapes is None:
+            self._compiled_shapes = shapes
+        return self._compiled_loss if shapes == self._compiled_shapes else self._step_loss
 
     def _moved_rows(self) -> dict[str, Tensor] | None:
         """For a row-sparse step, the rows it moved per parameter name, so that the post-step
