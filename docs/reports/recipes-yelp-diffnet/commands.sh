@@ -3,7 +3,7 @@
 cd "$(dirname "$0")" || exit 1
 
 # The comparison as it was invoked:
-#   hlrm compare --config configs/compare/recipes-yelp-diffnet.toml --out reports/recipes-yelp-diffnet
+#   hlrm compare --config configs/compare/recipes-yelp-diffnet.toml --out reports/recipes-yelp-diffnet --quiet
 # Rebuild the tables and plots (finished runs under runs/ are reused):
 hlrm compare --config compare.toml --out .
 
@@ -15,3 +15,4 @@ hlrm compare --config compare.toml --out .
 # hlrm train --config runs/bpr/config.toml --run-dir rebuilt/bpr
 # hlrm train --config runs/cml-paper/config.toml --run-dir rebuilt/cml-paper
 # hlrm train --config runs/cml/config.toml --run-dir rebuilt/cml
+# hlrm train --config runs/cml-ease/config.toml --run-dir rebuilt/cml-ease
