@@ -115,3 +115,8 @@ def test_a_run_keeps_the_chosen_weight_and_a_final_fit_reuses_it(tmp_path):
     final = train(config, tmp_path / "final", progress=False)
     assert final.model.blend == final.validation.model.blend
     assert final.config.model.params["blend"] == final.model.blend
+
+
+def test_a_catalogue_above_max_items_is_refused_before_training_in_one_line():
+    with pytest.raises(ConfigError, match=r"cml-ease: its EASE term stores .* or use cml$"):
+        create_model("cml-ease", 10, 30, max_items=20)

@@ -63,7 +63,11 @@ class CMLEASE(CML):
             raise ConfigError(f"cml-ease: blend must be a number >= 0 or none, not {blend!r}")
         super().__init__(n_users, n_items, dim=dim, max_norm=max_norm, item_bias=item_bias)
         # No random draws here, so the CML part starts (and trains) exactly like a CML.
-        self.item_item = EASE(n_users, n_items, l2=l2, max_items=max_items)
+        try:
+            self.item_item = EASE(n_users, n_items, l2=l2, max_items=max_items)
+        except ConfigError as error:  # say which model, and that plain CML has no such limit
+            message = str(error).replace("ease stores", "cml-ease: its EASE term stores", 1)
+            raise ConfigError(message.replace("or use itemknn", "or use cml")) from None
         self.blend_fixed = blend is not None
         self.register_buffer("blend_weight", torch.tensor(0.0 if blend is None else blend))
 
