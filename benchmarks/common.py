@@ -422,3 +422,12 @@ def _cell(value: Any) -> str:
 
 if __name__ == "__main__":
     _child(sys.argv[1])
+
+
+def print_header(split: SplitData, info: dict[str, Any]) -> None:
+    """The lines a benchmark's output starts with: data, machine, command, thread waiting
+    policy and load (figures in docs/ carry them)."""
+    print(f"# {split.name}: {split.n_users} users, {split.n_items} items, {split.train.nnz} train")
+    print(f"# {info}")
+    print(f"# command: {' '.join(['python', *sys.argv])}")
+    print(f"# OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from typing import Any
 
@@ -75,10 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     split = common.load(args.dataset)
     info = common.machine()
-    print(f"# {split.name}: {split.n_users} users, {split.n_items} items, {split.train.nnz} train")
-    print(f"# {info}")
-    print(f"# command: {' '.join(['python', *sys.argv])}")
-    print(f"# OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()}")
+    common.print_header(split, info)
     rows = []
     for name in args.models.split(","):
         for recipe in args.recipes.split(","):

@@ -200,10 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     split = common.load(args.dataset)
     info = common.machine()
-    print(f"# {split.name}: {split.n_users} users, {split.n_items} items, {split.train.nnz} train")
-    print(f"# {info}")
-    print(f"# command: {' '.join(['python', *sys.argv])}")
-    print(f"# OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()}")
+    common.print_header(split, info)
     rows = []
     for repeat in range(1, args.repeats + 1):
         references = [implicit_bpr(split, args), naive_cml(split, args)]
