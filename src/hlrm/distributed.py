@@ -142,19 +142,20 @@ def barrier() -> None:
 
 def all_min(array: np.ndarray) -> np.ndarray:
     """Elementwise minimum of an integer array over the ranks (exact)."""
-    if not active():
-        return array
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
-    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return tensor.numpy()
+    return _all_reduce_integers(array, "MIN")
 
 
 def all_sum(array: np.ndarray) -> np.ndarray:
     """Elementwise sum of an integer array over the ranks (exact)."""
+    return _all_reduce_integers(array, "SUM")
+
+
+def _all_reduce_integers(array: np.ndarray, op: str) -> np.ndarray:
+    """``array`` as int64 reduced over the ranks by ``dist.ReduceOp.<op>``; itself alone."""
     if not active():
         return array
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op))
     return tensor.numpy()
 
 
