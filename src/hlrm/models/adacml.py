@@ -72,6 +72,10 @@ class AdaCML(TranslationModel):
             batch = replace(batch, history=quirk)
         return super().pair_distances(batch)
 
+    def candidate_elements(self, candidates: int) -> int:
+        """The (C, d) adapted relations and the (C, P) attention over the pool."""
+        return candidates * (self.dim + self.history_size)
+
     def user_elements(self) -> int:
         """The pool (P, d) and its Gram matrix (P, P) per user."""
         return self.history_size * (self.dim + self.history_size) + self.dim

@@ -255,8 +255,8 @@ class TranslationModel(EmbeddingModel):
 
     def candidate_elements(self, candidates: int) -> int:
         """Elements :meth:`target_distances` holds per user for ``candidates`` targets: the
-        (C, d) relations and, for a pool, the (C, P) attention."""
-        return candidates * (self.dim + getattr(self, "history_size", 0))
+        (C, d) relations (models with more per target say so)."""
+        return candidates * self.dim
 
     @torch.no_grad()
     def score_candidates(self, users: Tensor, history: History | None, items: Tensor) -> Tensor:
