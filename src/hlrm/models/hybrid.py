@@ -29,7 +29,7 @@ from hlrm.errors import ConfigError
 from hlrm.models.base import History, register
 from hlrm.models.cml import CML
 from hlrm.models.memory import Explanation
-from hlrm.models.neighbors import EASE
+from hlrm.models.neighbors import EASE, check_dense_item_matrix
 
 #: β values tried on validation after training (0 keeps the CML alone).
 BLEND_GRID = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -63,11 +63,9 @@ class CMLEASE(CML):
             raise ConfigError(f"cml-ease: blend must be a number >= 0 or none, not {blend!r}")
         super().__init__(n_users, n_items, dim=dim, max_norm=max_norm, item_bias=item_bias)
         # No random draws here, so the CML part starts (and trains) exactly like a CML.
-        try:
-            self.item_item = EASE(n_users, n_items, l2=l2, max_items=max_items)
-        except ConfigError as error:  # say which model, and that plain CML has no such limit
-            message = str(error).replace("ease stores", "cml-ease: its EASE term stores", 1)
-            raise ConfigError(message.replace("or use itemknn", "or use cml")) from None
+        # named as cml-ease's, and plain CML (no such limit) as the way out
+        check_dense_item_matrix(n_items, max_items, "cml-ease: its EASE term", "cml")
+        self.item_item = EASE(n_users, n_items, l2=l2, max_items=max_items)
         self.blend_fixed = blend is not None
         self.register_buffer("blend_weight", torch.tensor(0.0 if blend is None else blend))
 

@@ -260,6 +260,20 @@ class ItemKNN(TrainRowsRecommender):
         return (by_target @ rows.T).T
 
 
+def check_dense_item_matrix(
+    n_items: int, max_items: int, owner: str = "ease", instead: str = "itemknn"
+) -> None:
+    """Refuse, in one line, a dense item-item matrix over more than ``max_items`` items (EASE's
+    weights, and CML-EASE's through them) before anything is read or trained."""
+    if n_items > max_items:
+        gib = 4 * n_items**2 / 2**30
+        raise ConfigError(
+            f"{owner} stores a dense {n_items} × {n_items} item-item matrix ({gib:.1f} GiB, "
+            f"about 3× that while fitting), above its limit of max_items={max_items} items; "
+            f"raise max_items if the machine has the memory, or use {instead}"
+        )
+
+
 @register("easer", "ease-r")
 class EASE(TrainRowsRecommender):
     """EASE^R (Steck, WWW 2019): a closed-form item-item linear autoencoder.
@@ -282,13 +296,7 @@ class EASE(TrainRowsRecommender):
     ) -> None:
         if l2 <= 0:
             raise ConfigError(f"ease: l2 must be positive, not {l2}")
-        if n_items > max_items:
-            gib = 4 * n_items**2 / 2**30
-            raise ConfigError(
-                f"ease stores a dense {n_items} × {n_items} item-item matrix ({gib:.1f} GiB, "
-                f"about 3× that while fitting), above its limit of max_items={max_items} items; "
-                "raise max_items if the machine has the memory, or use itemknn"
-            )
+        check_dense_item_matrix(n_items, max_items)
         super().__init__(n_users, n_items)
         self.l2 = l2
         self.max_items = max_items
