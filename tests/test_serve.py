@@ -1,6 +1,7 @@
 """The HTTP API in process (FastAPI's TestClient, httpx's ASGI transport: no sockets) and
 ``hlrm serve`` as a user starts it."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -60,6 +61,10 @@ def test_recommendations_with_explanations(client, hlr_run):
         )
     plain = client.get("/recommend", params={"user": user, "k": 5}).json()
     assert all(row["explanation"] is None for row in plain["items"])
+    # every field of a Recommendation but the internal index, and nothing else
+    fields = {field.name for field in dataclasses.fields(runs.Recommendation)} - {"item"}
+    assert all(set(row) == fields for row in body["items"] + plain["items"])
+    assert [row["score"] for row in plain["items"]] == [r.score for r in expected]
 
 
 @pytest.mark.parametrize(

@@ -848,16 +848,24 @@ def _ranked_list(
     scores: np.ndarray,
     explanations: list[Explanation] | None = None,
 ) -> list[Recommendation]:
+    ids = np.asarray(split.item_ids)[items].astype(str).tolist()
+    titles = (
+        [None] * len(ids)
+        if split.item_titles is None
+        else np.asarray(split.item_titles)[items].astype(str).tolist()
+    )
     return [
         Recommendation(
             rank + 1,
             item,
-            str(split.item_ids[item]),
-            _title(split, item),
+            item_id,
+            title,
             score,
             None if explanations is None else _label_explanation(explanations[rank], split),
         )
-        for rank, (item, score) in enumerate(zip(items.tolist(), scores.tolist(), strict=True))
+        for rank, (item, item_id, title, score) in enumerate(
+            zip(items.tolist(), ids, titles, scores.tolist(), strict=True)
+        )
     ]
 
 

@@ -337,8 +337,10 @@ class MemoryTranslationModel(TranslationModel):
         )
 
     #: Users whose candidates :meth:`pruned_scores` scores in one call, on the union of their
-    #: candidate items: fewer, larger products against a few (user, item) pairs not needed.
-    prune_group: int = 8
+    #: candidate items: fewer, larger products against (user, item) pairs not needed. A user of
+    #: a trained ml-1m HLR needs about 22 items and 8 users about 135, so 4 wastes less: a
+    #: batch of 64 users in 85-95 ms against 92-101 with 8 (docs/serving.md, 2026-12-01).
+    prune_group: int = 4
     #: :meth:`pruned_scores` gives up (returns None: score every item) when more than this share
     #: of the allowed pairs would still need an exact score, where pruning costs more than it
     #: saves (grouped subsets are slower per pair than whole blocks): well-trained memories with
@@ -392,15 +394,17 @@ class MemoryTranslationModel(TranslationModel):
 
         ``excluded`` (U, I) bool marks the items never recommended to a user. Every item gets a
         lower bound on its distance (:func:`distance_lower_bounds`, cost O(N) per pair against
-        O((1+P)·N·d) for the exact score); each user's 2k items of smallest bound are scored
-        exactly (first for one group of users, a probe that gives up cheaply); the k-th best caps
-        the user's k-th best distance τ, and only items with bound <= τ + sqrt(eps)·(1 + τ) are
+        O((1+P)·N·d) for the exact score); each user's 2k items of smallest bound, its seeds,
+        are scored with :meth:`score_candidates` (each user's own seeds in one batched call,
+        first for one group of users, a probe that gives up cheaply); the k-th best caps the
+        user's k-th best distance τ, and only items with bound <= τ + sqrt(eps)·(1 + τ) are
         scored exactly (the margin, 3.5e-4 relative in float32, is hundreds of times the
-        rounding error of bound and score). A pruned item is therefore strictly farther than k
-        scored items: it can neither enter the list nor tie with its last entry, so
-        ``torch.topk`` and the lower-index tie rule give the unpruned lists. The candidates of
-        ``prune_group`` users are scored by :meth:`score` itself on the union of their items, so
-        every kept score is computed by the unpruned arithmetic.
+        rounding error of bound, seed score and score). A pruned item is therefore strictly
+        farther than k items that are all scored exactly (each has bound <= its distance <= τ
+        up to rounding): it can neither enter the list nor tie with its last entry, so
+        ``torch.topk`` and the lower-index tie rule give the unpruned lists. Every kept score
+        comes from :meth:`score` itself, on the union of the items ``prune_group`` users need,
+        so it is computed by the unpruned arithmetic; the seeds' own scores serve only for τ.
         """
         probe = slice(0, self.prune_group)
         seeded = self._seeded(users[probe], pool_rows(history, probe), excluded[probe], k)
@@ -422,25 +426,23 @@ class MemoryTranslationModel(TranslationModel):
     def _seeded(
         self, users: Tensor, history: History | None, excluded: Tensor, k: int
     ) -> tuple[Tensor, Tensor] | None:
-        """Scores (U, I), exact on the union of each group's seeds (a user's 2k items of smallest
-        bound) and -inf elsewhere, and the mask (U, I) of the items that still need an exact
-        score; None without bounds."""
+        """Scores (U, I), all -inf, and the mask (U, I) of the allowed items that need an exact
+        score: bound <= τ + margin, with τ each user's k-th best distance among its seeds (its
+        2k items of smallest bound); None without bounds."""
         bounds = self.coefficient_bounds(users, history)
         if bounds is None:
             return None
         lower = distance_lower_bounds(self, users, bounds).masked_fill_(excluded, math.inf)
-        scores = torch.full_like(lower, -math.inf)
         seeds = lower.topk(min(2 * k, self.n_items), dim=1, largest=False).indices
-        for start in range(0, len(users), self.prune_group):
-            rows = slice(start, start + self.prune_group)
-            seed_items = seeds[rows].unique()
-            pools = pool_rows(history, rows)
-            scores[rows, seed_items] = self.score(users[rows], pools, items=seed_items)
+        # Only τ comes from these scores (per user, its own seeds: no union, no wasted pairs);
+        # every item they let through, the seeds included, is scored by score() afterwards.
+        seed_scores = self.score_candidates(users, history, seeds)
+        seed_scores = seed_scores.masked_fill(excluded.gather(1, seeds), -math.inf)
         # +inf where fewer than k items are known: then every allowed item is needed
-        tau = -scores.masked_fill(excluded, -math.inf).topk(min(k, self.n_items), dim=1).values
-        tau = tau[:, -1:]
+        tau = -seed_scores.topk(min(k, seeds.shape[1]), dim=1).values[:, -1:]
         margin = math.sqrt(torch.finfo(lower.dtype).eps)
-        return scores, (lower <= tau + margin * (1.0 + tau.abs())) & torch.isneginf(scores)
+        needed = (lower <= tau + margin * (1.0 + tau.abs())) & ~excluded
+        return torch.full_like(lower, -math.inf), needed
 
 
 def require_history(model: TranslationModel, history: History | None) -> History:

@@ -8,8 +8,8 @@ looked up in the run's id maps before anything is scored: an unknown id is an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -26,10 +26,17 @@ HEADLINE_METRICS = ("ndcg@10", "recall@10", "precision@10", "hit@10", "map@10", 
 
 
 def recommendation_json(recommendation: Recommendation) -> dict[str, Any]:
-    """A recommendation as the API returns it: original ids and titles, no internal indices."""
-    row = asdict(recommendation)
-    del row["item"]
-    return finite_or_none(row)
+    """A recommendation as the API returns it: original ids and titles, no internal index, and
+    None for a score or weight JSON cannot hold. Built field by field: ``dataclasses.asdict``
+    deep-copies, and it was 15 % of a served CML request (py-spy, 64 clients, 2026-12-01)."""
+    r = recommendation
+    return {
+        "rank": r.rank,
+        "item_id": r.item_id,
+        "title": r.title,
+        "score": r.score if math.isfinite(r.score) else None,
+        "explanation": None if r.explanation is None else finite_or_none(r.explanation),
+    }
 
 
 class RecommendationService:
