@@ -13,6 +13,7 @@ from hlrm.data.pipeline import DataConfig
 from hlrm.errors import ConfigError
 from hlrm.evaluation.protocol import evaluate
 from hlrm.models import create_model
+from hlrm.models.base import History
 from hlrm.models.hybrid import BLEND_GRID
 from hlrm.runs import Run, recommend, train
 from hlrm.training.trainer import TrainConfig, Trainer
@@ -120,3 +121,81 @@ def test_a_run_keeps_the_chosen_weight_and_a_final_fit_reuses_it(tmp_path):
 def test_a_catalogue_above_max_items_is_refused_before_training_in_one_line():
     with pytest.raises(ConfigError, match=r"cml-ease: its EASE term stores .* or use cml$"):
         create_model("cml-ease", 10, 30, max_items=20)
+
+
+HLR_OPTIONS = {"history_size": 6, "n_slots": 4}
+HLR_TRAIN = {**TRAIN, "pretrain": "none", "epochs": 2}
+
+
+def trained_hlr(name, split, **params):
+    torch.manual_seed(3)
+    model = create_model(name, split.n_users, split.n_items, dim=8, **HLR_OPTIONS, **params)
+    trainer = Trainer(model, split, TrainConfig(**HLR_TRAIN), seed=3, progress=False)
+    trainer.fit()
+    trainer.load_best()
+    return model, trainer
+
+
+def test_the_hlr_part_trains_exactly_like_an_hlr_and_beta_is_the_validation_best():
+    split = random_split()
+    hlr, hlr_trainer = trained_hlr("hlr", split)
+    hybrid, trainer = trained_hlr("hlr-ease", split)
+    assert trainer.best_epoch == hlr_trainer.best_epoch
+    for name, value in hlr.state_dict().items():
+        assert torch.equal(hybrid.state_dict()[name], value), name
+    values = trainer.blend_values["validation"]
+    assert list(values) == list(BLEND_GRID)
+    assert trainer.blend_values["chosen"] == hybrid.blend == max(values, key=values.get)
+    assert evaluate(hybrid, split, ks=(10,), target="valid").metrics["ndcg@10"] == pytest.approx(
+        values[hybrid.blend]
+    )
+    hybrid.set_blend(0.0)
+    assert evaluate(hybrid, split, ks=(10,), target="valid").metrics["ndcg@10"] == pytest.approx(
+        values[0.0]
+    )
+
+
+def test_hlr_ease_scores_candidates_and_explains_both_terms():
+    split = random_split()
+    model = create_model(
+        "hlr-ease", split.n_users, split.n_items, dim=8, blend=0.7, **HLR_OPTIONS
+    ).double()
+    model.prepare(split.train)
+    users = torch.tensor([0, 5, 9])
+    pools = torch.tensor([[1, 2, 3, 40, 40, 40], [4, 0, 7, 8, 40, 40], [9, 8, 39, 1, 2, 3]])
+    history = History(pools, pools != split.n_items)
+    full = model.score(users, history)
+    hlr_part = full - 0.7 * model.item_item.score(users).double()
+    model.set_blend(0.0)
+    torch.testing.assert_close(model.score(users, history), hlr_part)
+    assert model.coefficient_bounds(users, history) is not None  # pruning back with β = 0
+    model.set_blend(0.7)
+    assert model.coefficient_bounds(users, history) is None  # the bounds know only HLR's part
+    candidates = torch.tensor([[10, 11, 12], [13, 1, 17], [19, 18, 30]])
+    torch.testing.assert_close(
+        model.score_candidates(users, history, candidates), full.gather(1, candidates)
+    )
+    items = torch.tensor([10, 11, 20])
+    one = History(pools[1:2], history.mask[1:2])
+    explained = model.explain(5, items, one)
+    model.set_blend(0.0)
+    hlr_only = model.explain(5, items, one)
+    owned = set(split.train[5].indices.tolist())
+    for with_term, alone in zip(explained, hlr_only, strict=True):
+        assert with_term.attention == alone.attention
+        term = {j: with_term.effects.get(j, 0.0) - alone.effects.get(j, 0.0) for j in owned}
+        total = sum(term.values())
+        assert total == pytest.approx(
+            float(full[1, with_term.item] - hlr_part[1, with_term.item]), abs=1e-6
+        )
+
+
+def test_hlr_ease_is_registered_everywhere_and_checks_its_options():
+    import hlrm
+
+    assert hlrm.HLREASE.model_name == "hlr-ease"
+    with pytest.raises(ConfigError, match=r"hlr-ease: its EASE term stores .* or use hlr$"):
+        create_model("hlr-ease", 10, 30, max_items=20)
+    with pytest.raises(ConfigError, match="hlr-ease: blend"):
+        create_model("hlr-ease", 4, 4, blend=-1.0)
+    assert create_model("hlr-ease", 4, 4).train_recipe["pretrain"] == "cml"

@@ -19,6 +19,7 @@ _ESTIMATOR_NAMES = frozenset(
         "HLR",
         "HLRPlusPlus",
         "CMLEASE",
+        "HLREASE",
         "TransCF",
         "AdaCML",
         "BPR",

@@ -218,8 +218,8 @@ DEFAULTS = {
 }
 #: Values of the string options with a fixed set (checked against the library in the tests).
 MODEL_NAMES = (
-    "cml", "lrml", "hlr", "hlr++", "cml-ease", "transcf", "adacml", "bpr", "als", "itemknn",
-    "ease", "popularity",
+    "cml", "lrml", "hlr", "hlr++", "cml-ease", "hlr-ease", "transcf", "adacml", "bpr", "als",
+    "itemknn", "ease", "popularity",
 )  # fmt: skip
 DATA_FORMATS = ("csv", "tsv", "parquet", "movielens", "lightgcn", "citeulike", "hetrec", "diffnet")
 SPLITS = ("random", "user_ratio", "leave_one_out", "temporal", "temporal_user", "given")

@@ -409,6 +409,12 @@ class CMLEASE(Estimator):
     model_name = "cml-ease"
 
 
+class HLREASE(Estimator):
+    """HLR plus EASE's item-item term weighted on validation (:mod:`hlrm.models.hybrid`)."""
+
+    model_name = "hlr-ease"
+
+
 class TransCF(Estimator):
     """Translation-based collaborative filtering (:class:`hlrm.models.transcf.TransCF`)."""
 
@@ -455,7 +461,8 @@ class Popularity(Estimator):
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.model_name: cls
     for cls in (
-        CML, LRML, HLR, HLRPlusPlus, CMLEASE, TransCF, AdaCML, BPR, ALS, ItemKNN, EASE, Popularity
+        CML, LRML, HLR, HLRPlusPlus, CMLEASE, HLREASE, TransCF, AdaCML, BPR, ALS, ItemKNN, EASE,
+        Popularity,
     )
 }  # fmt: skip
 _UNCOVERED = sorted(set(MODELS) - set(ESTIMATORS))

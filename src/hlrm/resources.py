@@ -26,7 +26,9 @@ ADAM_COPIES = 4
 RANKING_CELL = 8 + 1 + 5 * 8
 #: Models whose user and item embeddings are trained with Adam (the others are fitted in closed
 #: form or not at all).
-EMBEDDING_MODELS = {"cml", "lrml", "hlr", "hlr++", "transcf", "adacml", "bpr"}
+EMBEDDING_MODELS = {
+    "cml", "lrml", "hlr", "hlr++", "cml-ease", "hlr-ease", "transcf", "adacml", "bpr",
+}  # fmt: skip
 
 
 def available_memory(device: object = "cpu") -> int | None:

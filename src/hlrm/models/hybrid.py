@@ -1,26 +1,30 @@
-"""CML-EASE: CML plus an explicit item-item term, a variant of the CML family (not a published
-model; HLR, HLR++ and CML stay as published).
+"""CML-EASE and HLR-EASE: a metric model plus an explicit item-item term, variants of the CML
+family (not published models; HLR, HLR++ and CML stay as published).
 
-Why it exists (docs/results.md, "An explicit item-item term"): HLR's history channel is meant to
+Why they exist (docs/results.md, "An explicit item-item term"): HLR's history channel is meant to
 let what a user had shape the distance to a candidate, but its attention stays uniform, and an
 item-item term built from the CML's own item positions adds nothing (closeness to a user
 already encodes closeness to their items). A *different* item-item representation does: EASE's
 closed-form weights ``B`` (Steck, WWW 2019) added to a trained CML's scores raised test NDCG@10
-on Last.fm and CiteULike-t, significantly. So the score is
+on Last.fm and CiteULike-t, significantly, and added to a trained HLR on ml-1m as well. So the
+score is
 
-    s(u, i) = -d_CML(u, i) + β · Σ_{j ∈ train(u)} B_ji,
+    s(u, i) = -d(u, i) + β · Σ_{j ∈ train(u)} B_ji,
 
-with ``B`` fitted from the training matrix in closed form (:class:`~hlrm.models.neighbors.EASE`,
-``l2``) and the CML part trained exactly as :class:`~hlrm.models.cml.CML` (same recipe, same
-draws: with β = 0 the model *is* that CML, bit for bit). β is not trained: the EASE term
-reproduces the training matrix it was fitted on, so on training pairs it would win every
-softmax and β would grow without bound. It is chosen after training on the validation split
-(``blend = None``: the grid :data:`BLEND_GRID`, by the run's selection metric), or fixed by the
-user (``blend = 1.0``). The term is linear in the user's items, so an explanation is exact: each
-training item j contributes ``β · B_ji`` to the score of i (:meth:`CMLEASE.explain`).
+with ``d`` the base model's distance (CML's ``||u - i||²``, HLR's ``||u + R - i||²``), ``B``
+fitted from the training matrix in closed form (:class:`~hlrm.models.neighbors.EASE`, ``l2``)
+and the base model trained exactly as itself (same recipe, same draws: with β = 0 the model *is*
+that CML or HLR, bit for bit). β is not trained: the EASE term reproduces the training matrix it
+was fitted on, so on training pairs it would win every softmax and β would grow without bound.
+It is chosen after training on the validation split (``blend = None``: the grid
+:data:`BLEND_GRID`, by the run's selection metric), or fixed by the user (``blend = 1.0``). The
+term is linear in the user's items, so its part of an explanation is exact: each training item j
+contributes ``β · B_ji`` to the score of i.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import Tensor
@@ -28,43 +32,36 @@ from torch import Tensor
 from hlrm.errors import ConfigError
 from hlrm.models.base import History, register
 from hlrm.models.cml import CML
-from hlrm.models.memory import Explanation
+from hlrm.models.hlr import HLR
+from hlrm.models.memory import CoefficientBounds, Explanation
 from hlrm.models.neighbors import EASE, check_dense_item_matrix
 
 #: β values tried on validation after training (0 keeps the CML alone).
 BLEND_GRID = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-@register("cml+ease", "cmlease")
-class CMLEASE(CML):
-    """CML plus β times EASE's item-item scores. ``l2``: EASE's regularisation (its default);
-    ``blend``: β, or None to choose it on validation after training (:data:`BLEND_GRID`);
-    ``max_items``: EASE's limit on the dense item-item matrix. Other options are CML's."""
+class ItemItemTerm:
+    """β times EASE's item-item scores added to a base model's score (the module docstring).
+    Mixed in before the base model class; :meth:`_add_item_item` is called by the variant's
+    ``__init__`` after the base model's, so the base model draws exactly its own weights."""
 
-    name = "cml-ease"
+    item_item: EASE
+    blend_fixed: bool
+    blend_weight: Tensor
 
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        *,
-        dim: int = 100,
-        max_norm: float = 1.0,
-        item_bias: bool = False,
-        l2: float = 250.0,
-        blend: float | None = None,
-        max_items: int = 20_000,
-    ) -> None:
+    @staticmethod
+    def _check_blend(name: str, blend: float | None) -> None:
         if blend is not None and (
             isinstance(blend, bool)
             or not isinstance(blend, (int, float))
             or not 0 <= blend < float("inf")
         ):
-            raise ConfigError(f"cml-ease: blend must be a number >= 0 or none, not {blend!r}")
-        super().__init__(n_users, n_items, dim=dim, max_norm=max_norm, item_bias=item_bias)
-        # No random draws here, so the CML part starts (and trains) exactly like a CML.
-        # named as cml-ease's, and plain CML (no such limit) as the way out
-        check_dense_item_matrix(n_items, max_items, "cml-ease: its EASE term", "cml")
+            raise ConfigError(f"{name}: blend must be a number >= 0 or none, not {blend!r}")
+
+    def _add_item_item(
+        self, n_users: int, n_items: int, l2: float, blend: float | None, max_items: int
+    ) -> None:
+        # No random draws here, so the base part starts (and trains) exactly like the base model.
         self.item_item = EASE(n_users, n_items, l2=l2, max_items=max_items)
         self.blend_fixed = blend is not None
         self.register_buffer("blend_weight", torch.tensor(0.0 if blend is None else blend))
@@ -93,7 +90,7 @@ class CMLEASE(CML):
         self, users: Tensor, history: History | None = None, items: Tensor | None = None
     ) -> Tensor:
         scores = super().score(users, history, items)
-        if self.blend == 0.0:  # the CML alone, bit for bit (and no item-item rows built)
+        if self.blend == 0.0:  # the base model alone, bit for bit (and no item-item rows built)
             return scores
         extra = self._item_item(users)
         return scores + (extra if items is None else extra[:, items])
@@ -105,20 +102,127 @@ class CMLEASE(CML):
             return scores
         return scores + self._item_item(users).gather(1, items)
 
-    @torch.no_grad()
-    def explain(
-        self, user: int, items: Tensor, history: History | None = None
-    ) -> list[Explanation]:
-        """Per item, the exact contribution ``β · B_ji`` of each of the user's training items j
-        (the items EASE reads; ``history`` is not used): the item-item part of the score is
-        their sum, the rest is the CML distance."""
+    def _item_item_effects(self, user: int, items: Tensor) -> list[dict[int, float]]:
+        """Per item of ``items``, the exact contribution ``β · B_ji`` of each of the user's
+        training items j (the items EASE reads): the item-item part of the score is their sum."""
         ease = self.item_item
         ease.require_fitted()
         start, end = int(ease.train_indptr[user]), int(ease.train_indptr[user + 1])
         owned = ease.train_indices[start:end]
         contributions = self.blend_weight * ease.weights[owned][:, items].T  # (T, n)
         owned_items = owned.tolist()
+        return [dict(zip(owned_items, row.tolist(), strict=True)) for row in contributions]
+
+
+@register("cml+ease", "cmlease")
+class CMLEASE(ItemItemTerm, CML):
+    """CML plus β times EASE's item-item scores. ``l2``: EASE's regularisation (its default);
+    ``blend``: β, or None to choose it on validation after training (:data:`BLEND_GRID`);
+    ``max_items``: EASE's limit on the dense item-item matrix. Other options are CML's."""
+
+    name = "cml-ease"
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        dim: int = 100,
+        max_norm: float = 1.0,
+        item_bias: bool = False,
+        l2: float = 250.0,
+        blend: float | None = None,
+        max_items: int = 20_000,
+    ) -> None:
+        self._check_blend("cml-ease", blend)
+        # named as cml-ease's, and plain CML (no such limit) as the way out
+        check_dense_item_matrix(n_items, max_items, "cml-ease: its EASE term", "cml")
+        super().__init__(n_users, n_items, dim=dim, max_norm=max_norm, item_bias=item_bias)
+        self._add_item_item(n_users, n_items, l2, blend, max_items)
+
+    @torch.no_grad()
+    def explain(
+        self, user: int, items: Tensor, history: History | None = None
+    ) -> list[Explanation]:
+        """Per item, the exact contribution ``β · B_ji`` of each of the user's training items j
+        (``history`` is not used): the item-item part of the score is their sum, the rest is the
+        CML distance."""
+        effects = self._item_item_effects(user, items)
         return [
-            Explanation(int(item), {}, effects=dict(zip(owned_items, row.tolist(), strict=True)))
-            for item, row in zip(items.tolist(), contributions, strict=True)
+            Explanation(int(item), {}, effects=effect)
+            for item, effect in zip(items.tolist(), effects, strict=True)
         ]
+
+
+@register("hlr+ease", "hlrease")
+class HLREASE(ItemItemTerm, HLR):
+    """HLR plus β times EASE's item-item scores: HLR trained exactly as :class:`HLR` (its
+    default two stages included), then β chosen on validation. Options of :class:`HLR`, plus
+    ``l2``, ``blend`` and ``max_items`` as in :class:`CMLEASE`.
+
+    With β > 0 the exact pruned top-k of HLR is off (:meth:`coefficient_bounds` is None: its
+    bounds are on the distance alone), so every item is scored by HLR's factorised scorer."""
+
+    name = "hlr-ease"
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        dim: int = 100,
+        n_slots: int = 20,
+        max_norm: float = 1.0,
+        history_size: int = 50,
+        history_sampling: str = "random",
+        copy: bool = False,
+        beta: float = 1.0,
+        clip: str = "none",
+        memory_init: str = "normal",
+        address_scale: float = 1.0,
+        attention_scale: float = 1.0,
+        learn_scales: bool = False,
+        l2: float = 250.0,
+        blend: float | None = None,
+        max_items: int = 20_000,
+    ) -> None:
+        self._check_blend("hlr-ease", blend)
+        check_dense_item_matrix(n_items, max_items, "hlr-ease: its EASE term", "hlr")
+        super().__init__(
+            n_users,
+            n_items,
+            dim=dim,
+            n_slots=n_slots,
+            max_norm=max_norm,
+            history_size=history_size,
+            history_sampling=history_sampling,
+            copy=copy,
+            beta=beta,
+            clip=clip,
+            memory_init=memory_init,
+            address_scale=address_scale,
+            attention_scale=attention_scale,
+            learn_scales=learn_scales,
+        )
+        self._add_item_item(n_users, n_items, l2, blend, max_items)
+
+    def coefficient_bounds(
+        self, users: Tensor, history: History | None
+    ) -> CoefficientBounds | None:
+        return super().coefficient_bounds(users, history) if self.blend == 0.0 else None
+
+    @torch.no_grad()
+    def explain(self, user: int, items: Tensor, history: History) -> list[Explanation]:
+        """HLR's explanation (its user attention over the pool) with, per history item, the
+        leave-one-out effect on HLR's part of the score plus the exact ``β · B_ji`` of EASE's
+        part: how much that item pushed the recommendation up through either term."""
+        explained = super().explain(user, items, history)
+        if self.blend == 0.0:
+            return explained
+        merged = []
+        for explanation, term in zip(explained, self._item_item_effects(user, items), strict=True):
+            effects = dict(explanation.effects or {})
+            for item, value in term.items():
+                effects[item] = effects.get(item, 0.0) + value
+            merged.append(dataclasses.replace(explanation, effects=effects))
+        return merged
