@@ -199,3 +199,20 @@ def test_hlr_ease_is_registered_everywhere_and_checks_its_options():
     with pytest.raises(ConfigError, match="hlr-ease: blend"):
         create_model("hlr-ease", 4, 4, blend=-1.0)
     assert create_model("hlr-ease", 4, 4).train_recipe["pretrain"] == "cml"
+
+
+def test_an_hlr_ease_run_recommends_with_explanations(tmp_path):
+    data = small_log(tmp_path / "log.csv")
+    config = RunConfig(
+        seed=7,
+        data=DataConfig(path=str(data), user_core=1, item_core=1),
+        model=ModelConfig("hlr-ease", {"dim": 8, "history_size": 5, "n_slots": 4}),
+        train=TrainConfig(device="cpu", batch_size=256, epochs=2, pretrain="none"),
+    )
+    run = train(config, tmp_path / "run", progress=False)
+    opened = Run.open(tmp_path / "run")
+    assert opened.model.name == "hlr-ease" and opened.model.blend == run.model.blend
+    assert opened.metrics["ndcg@10"] == run.metrics["ndcg@10"]
+    listed = recommend(opened, user=opened.split.user_ids[0], k=3, explain=True)
+    assert len(listed) == 3
+    assert listed[0].explanation["user_attention"] and listed[0].explanation["history_effect"]
