@@ -155,7 +155,8 @@ def test_help_lists_choices_and_defaults():
         timeout=60,
     )
     assert "One of: hinge, softmax." in result.stdout
-    assert "[default: 0.001; 0.0002 for hlr, hlr++ after their cml stage]" in result.stdout
+    shown = "[default: 0.001; 0.0002 for hlr, hlr++, hlr-ease after their cml stage]"
+    assert shown in result.stdout
 
 
 def test_tables_are_not_cut_when_the_output_is_not_a_terminal(capsys, monkeypatch):
