@@ -22,10 +22,10 @@ from test_training import random_split
 TRAIN = {"epochs": 3, "batch_size": 64, "device": "cpu", "negatives": 8}
 
 
-def trained(name, split, **params):
+def trained(name, split, train=TRAIN, **params):
     torch.manual_seed(3)
     model = create_model(name, split.n_users, split.n_items, dim=8, **params)
-    trainer = Trainer(model, split, TrainConfig(**TRAIN), seed=3, progress=False)
+    trainer = Trainer(model, split, TrainConfig(**train), seed=3, progress=False)
     trainer.fit()
     trainer.load_best()
     return model, trainer
@@ -127,19 +127,10 @@ HLR_OPTIONS = {"history_size": 6, "n_slots": 4}
 HLR_TRAIN = {**TRAIN, "pretrain": "none", "epochs": 2}
 
 
-def trained_hlr(name, split, **params):
-    torch.manual_seed(3)
-    model = create_model(name, split.n_users, split.n_items, dim=8, **HLR_OPTIONS, **params)
-    trainer = Trainer(model, split, TrainConfig(**HLR_TRAIN), seed=3, progress=False)
-    trainer.fit()
-    trainer.load_best()
-    return model, trainer
-
-
 def test_the_hlr_part_trains_exactly_like_an_hlr_and_beta_is_the_validation_best():
     split = random_split()
-    hlr, hlr_trainer = trained_hlr("hlr", split)
-    hybrid, trainer = trained_hlr("hlr-ease", split)
+    hlr, hlr_trainer = trained("hlr", split, HLR_TRAIN, **HLR_OPTIONS)
+    hybrid, trainer = trained("hlr-ease", split, HLR_TRAIN, **HLR_OPTIONS)
     assert trainer.best_epoch == hlr_trainer.best_epoch
     for name, value in hlr.state_dict().items():
         assert torch.equal(hybrid.state_dict()[name], value), name
