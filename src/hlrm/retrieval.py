@@ -47,8 +47,8 @@ BUILD_WIDTH = 200
 
 def supports_ann(model: Recommender) -> bool:
     """Whether ``model`` ranks by distance to item embeddings in a metric space and scores a
-    user's own candidates without scoring every item (CML, CML-EASE, LRML, HLR, HLR++, TransCF,
-    AdaCML)."""
+    user's own candidates without scoring every item (CML, CML-EASE, LRML, HLR, HLR++, HLR-EASE,
+    TransCF, AdaCML)."""
     tables = all(
         isinstance(getattr(model, name, None), Tensor)
         for name in ("user_embeddings", "item_embeddings")
