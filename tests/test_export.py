@@ -138,3 +138,33 @@ def test_console_script(tmp_path):
         "error: --format must be one of npz, parquet, not 'xml'"
     ]
     assert not (tmp_path / "y").exists()
+
+
+def test_the_item_item_term_is_exported_and_scores_from_the_arrays(tmp_path):
+    """CML-EASE (and HLR-EASE, the same term): EASE's weights per item, the training rows the
+    term reads and the blend weight; the documented formula reproduces the model's scores."""
+    run = random_run("cml-ease", dim=8, blend=0.5)
+    path = export_run(run, "npz", tmp_path / "cml-ease.npz")
+    with np.load(path) as archive:
+        users, items = archive["user_embeddings"], archive["item_embeddings"]
+        weights, beta = archive["item_item_weights"], float(archive["blend_weight"])
+        indptr, indices = archive["item_item_train_indptr"], archive["item_item_train_indices"]
+    n_items = run.split.n_items
+    assert weights.shape == (n_items, n_items) and beta == 0.5
+    rows = np.zeros((5, n_items), dtype=np.float32)
+    for user in range(5):
+        rows[user, indices[indptr[user] : indptr[user + 1]]] = 1.0
+    scores = -((users[:5, None, :] - items[None]) ** 2).sum(-1) + beta * rows @ weights
+    expected = run.model.score(torch.arange(5)).detach().numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+
+    directory = export_run(run, "parquet", tmp_path / "cml-ease")
+    table = pq.read_table(directory / "items.parquet")
+    assert table.num_rows == n_items
+    stored = np.stack(table.column("item_item_weights").to_numpy(zero_copy_only=False))
+    np.testing.assert_array_equal(stored, weights)
+    train = pq.read_table(directory / "item_item_train.parquet")
+    assert train.num_rows == len(indices)
+    assert (
+        json.loads((directory / "model.json").read_text())["other_tensors"]["blend_weight"] == 0.5
+    )

@@ -40,9 +40,18 @@ FORMATS = ("npz", "parquet")
 SCHEMA_VERSION = 1
 #: The files of a parquet export; an existing directory is only replaced when it holds no others.
 PARQUET_FILES = ("model.json", "users.parquet", "items.parquet", "memory.parquet",
-                 "interactions.parquet")  # fmt: skip
+                 "interactions.parquet", "item_item_train.parquet")  # fmt: skip
 #: Relation-memory tensors and the names they get in an export.
 MEMORY_KEYS = {"lram.keys": "memory_keys", "lram.memory": "memory_values"}
+#: The item-item term of CML-EASE / HLR-EASE (:mod:`hlrm.models.hybrid`) and its export names:
+#: EASE's weights B, one row per item; the training rows x_u it reads, as (user, item) pairs
+#: (``item_item_train.parquet``); its bookkeeping (the shape it was fitted on).
+ITEM_ITEM_KEYS = {
+    "item_item.weights": "item_item_weights",
+    "item_item.train_indptr": "item_item_train_indptr",
+    "item_item.train_indices": "item_item_train_indices",
+    "item_item.fitted_on": "item_item_fitted_on",
+}
 
 
 def model_arrays(run: Run) -> dict[str, np.ndarray]:
@@ -51,7 +60,8 @@ def model_arrays(run: Run) -> dict[str, np.ndarray]:
     if not any(name.startswith("user_") for name in state):
         raise ConfigError(
             f"{run.model.name} has no user or item vectors to export: its scores come from the "
-            f"training data (export cml, lrml, hlr, hlr++, transcf, adacml, bpr or als runs)"
+            "training data (export cml, cml-ease, lrml, hlr, hlr++, hlr-ease, transcf, adacml, "
+            "bpr or als runs)"
         )
     arrays: dict[str, np.ndarray] = {}
     for name, tensor in state.items():
@@ -62,7 +72,7 @@ def model_arrays(run: Run) -> dict[str, np.ndarray]:
             arrays["address_scale"] = np.float32(math.exp(float(value[0])))
             arrays["attention_scale"] = np.float32(math.exp(float(value[1])))
             continue
-        arrays[MEMORY_KEYS.get(name, name)] = value.numpy()
+        arrays[MEMORY_KEYS.get(name, ITEM_ITEM_KEYS.get(name, name))] = value.numpy()
     return arrays
 
 
@@ -143,16 +153,26 @@ def write_parquet_directory(run: Run, out: Path) -> None:
         items["title"] = pa.array(np.asarray(split.item_titles).astype(str))
     memory: dict[str, Any] = {}
     rest: dict[str, Any] = {}
-    for name, value in model_arrays(run).items():
+    arrays = model_arrays(run)
+    item_item_train = None
+    if "item_item_train_indptr" in arrays:  # the rows x_u the item-item term reads
+        indptr = arrays.pop("item_item_train_indptr")
+        indices = arrays.pop("item_item_train_indices")
+        rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+        item_item_train = {
+            "user_index": pa.array(rows),
+            "item_index": pa.array(indices.astype(np.int64)),
+        }
+    for name, value in arrays.items():
         if name == "memory_keys":
             memory["key"] = row_column(pa, value.T)
         elif name == "memory_values":
             memory["value"] = row_column(pa, value)
         elif name.startswith("user_"):
             users[name] = row_column(pa, value)
-        elif name.startswith("item_"):
+        elif name.startswith("item_") and value.ndim and len(value) == n_items:
             items[name] = row_column(pa, value)
-        else:  # scales and small bookkeeping (ALS's fitted_on)
+        else:  # scales and small bookkeeping (ALS's fitted_on, the blend weight)
             rest[name] = value.tolist()
     everything = split.everything.tocoo()
     tables = {
@@ -163,6 +183,8 @@ def write_parquet_directory(run: Run, out: Path) -> None:
             "item_index": pa.array(everything.col.astype(np.int64)),
         },
     }
+    if item_item_train is not None:
+        tables["item_item_train.parquet"] = item_item_train
     if memory:
         tables["memory.parquet"] = {
             "slot": pa.array(np.arange(len(memory["value"]), dtype=np.int64)),
