@@ -159,9 +159,10 @@ def test_hlr_ease_scores_candidates_and_explains_both_terms():
     hlr_part = full - 0.7 * model.item_item.score(users).double()
     model.set_blend(0.0)
     torch.testing.assert_close(model.score(users, history), hlr_part)
-    assert model.coefficient_bounds(users, history) is not None  # pruning back with β = 0
+    assert model.score_offsets(users) is None  # β = 0: HLR's own pruned path
     model.set_blend(0.7)
-    assert model.coefficient_bounds(users, history) is None  # the bounds know only HLR's part
+    offsets = model.score_offsets(users).double()  # the shift of the pruning bounds
+    torch.testing.assert_close(offsets, full - hlr_part, rtol=1e-5, atol=1e-6)
     candidates = torch.tensor([[10, 11, 12], [13, 1, 17], [19, 18, 30]])
     torch.testing.assert_close(
         model.score_candidates(users, history, candidates), full.gather(1, candidates)

@@ -218,3 +218,24 @@ def test_empty_pools_of_width_zero_prune_exactly():
     scores = model.pruned_scores(users, empty, excluded, 5)
     exact = model.score(users, empty)
     assert torch.equal(scores.topk(5).indices.sort(1).values, exact.topk(5).indices.sort(1).values)
+
+
+@pytest.mark.parametrize("blend", [0.7, 5.0])
+@pytest.mark.parametrize("train_steps", [0, 40])
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_hlr_ease_prunes_on_its_whole_score(blend, train_steps, k):
+    """HLR-EASE adds β · x_u B to -distance: the bounds shift by it, the lists stay exact."""
+    model = build("hlr-ease", {"blend": blend}, train_steps=train_steps)
+    model.prepare(interactions())
+    users = torch.arange(N_USERS)
+    offsets = model.score_offsets(users)
+    assert offsets is not None and offsets.abs().max() > 0
+    pruned, unpruned = both_lists(model, k, interactions())
+    np.testing.assert_array_equal(pruned, unpruned)
+    history = pools(users)
+    excluded = torch.from_numpy(interactions().toarray() > 0)
+    scores = model.pruned_scores(users, history, excluded, k)
+    kept = torch.isfinite(scores)
+    exact = model.score(users, history)
+    torch.testing.assert_close(scores[kept], exact[kept], rtol=0, atol=1e-12)
+    assert kept.double().mean() < 1.0  # something was pruned

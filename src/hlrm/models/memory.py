@@ -375,6 +375,12 @@ class MemoryTranslationModel(TranslationModel):
         """The (C, S, N) addresses and the (d, C·N) target keys of one user."""
         return candidates * self.lram.n_slots * (self.dim + 2 * self.scoring_pool)
 
+    def score_offsets(self, users: Tensor) -> Tensor | None:
+        """Scores (U, I) that :meth:`score` adds to ``-distance`` for ``users`` (an item-item
+        term, :mod:`hlrm.models.hybrid`), or None. :meth:`pruned_scores` prunes on
+        ``distance - offset`` = ``-score``: the bounds shift by the offsets, which are exact."""
+        return None
+
     def coefficient_bounds(
         self, users: Tensor, history: History | None
     ) -> CoefficientBounds | None:
@@ -432,7 +438,11 @@ class MemoryTranslationModel(TranslationModel):
         bounds = self.coefficient_bounds(users, history)
         if bounds is None:
             return None
-        lower = distance_lower_bounds(self, users, bounds).masked_fill_(excluded, math.inf)
+        lower = distance_lower_bounds(self, users, bounds)
+        offsets = self.score_offsets(users)
+        if offsets is not None:  # a term added to -distance: the bound of -score moves with it
+            lower -= offsets
+        lower.masked_fill_(excluded, math.inf)
         seeds = lower.topk(min(2 * k, self.n_items), dim=1, largest=False).indices
         # Only τ comes from these scores (per user, its own seeds: no union, no wasted pairs);
         # every item they let through, the seeds included, is scored by score() afterwards.
