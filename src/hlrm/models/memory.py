@@ -433,8 +433,9 @@ class MemoryTranslationModel(TranslationModel):
         self, users: Tensor, history: History | None, excluded: Tensor, k: int
     ) -> tuple[Tensor, Tensor] | None:
         """Scores (U, I), all -inf, and the mask (U, I) of the allowed items that need an exact
-        score: bound <= τ + margin, with τ each user's k-th best distance among its seeds (its
-        2k items of smallest bound); None without bounds."""
+        score: bound <= τ + margin, with τ each user's k-th smallest ``-score`` (the distance
+        minus any :meth:`score_offsets`) among its seeds (its 2k items of smallest bound);
+        None without bounds."""
         bounds = self.coefficient_bounds(users, history)
         if bounds is None:
             return None
