@@ -91,12 +91,7 @@ class ItemItemTerm:
         depend on the batch (the pruned top-k scores groups of a few users)."""
         ease = self.item_item
         ease.require_fitted()
-        starts = ease.train_indptr[users]
-        counts = ease.train_indptr[users + 1] - starts
-        crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        row = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
-        position = torch.arange(len(row), device=users.device) - crow[:-1][row] + starts[row]
-        columns = ease.train_indices[position]
+        crow, columns = ease.user_csr(users)
         with warnings.catch_warnings():  # torch warns once that CSR support is "beta"
             warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
             rows = torch.sparse_csr_tensor(

@@ -153,15 +153,24 @@ class TrainRowsRecommender(FittedRecommender):
         self.set_buffer("train_indptr", train.indptr.astype(np.int64))
         self.set_buffer("train_indices", train.indices.astype(np.int64))
 
-    def user_rows(self, users: Tensor, dtype: torch.dtype) -> Tensor:
-        """Dense binary training rows (U, n_items) of ``users``."""
+    def user_csr(self, users: Tensor) -> tuple[Tensor, Tensor]:
+        """The training rows of ``users`` as CSR: row pointers (U+1,) and item indices, each
+        row's items in the order of the fitted matrix (sorted)."""
         starts = self.train_indptr[users]
         counts = self.train_indptr[users + 1] - starts
+        pointers = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
         row = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
-        offsets = torch.cumsum(counts, 0) - counts
-        position = torch.arange(len(row), device=users.device) - offsets[row] + starts[row]
+        position = torch.arange(len(row), device=users.device) - pointers[:-1][row] + starts[row]
+        return pointers, self.train_indices[position]
+
+    def user_rows(self, users: Tensor, dtype: torch.dtype) -> Tensor:
+        """Dense binary training rows (U, n_items) of ``users``."""
+        pointers, items = self.user_csr(users)
+        row = torch.repeat_interleave(
+            torch.arange(len(users), device=users.device), pointers.diff()
+        )
         rows = torch.zeros(len(users), self.n_items, dtype=dtype, device=users.device)
-        rows[row, self.train_indices[position]] = 1.0
+        rows[row, items] = 1.0
         return rows
 
     def score_rows(self, rows: Tensor) -> Tensor:
