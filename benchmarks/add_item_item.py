@@ -9,14 +9,12 @@ test user. With ``--out`` the per-user metrics are written there for
 
     python benchmarks/add_item_item.py RUN_DIR [--l2 250] [--out DIR]
 
-Each β costs one validation ranking; the base model's scores are computed once per split and
-reused (the item-item term is added to them), so an HLR run costs two full rankings.
+Each β costs one validation ranking, by the variant's own exact (for HLR-EASE: pruned) path.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from pathlib import Path
 
@@ -24,32 +22,10 @@ import torch
 
 from hlrm.evaluation.protocol import evaluate
 from hlrm.models import create_model
-from hlrm.models.base import History
-from hlrm.models.hybrid import BLEND_GRID, ItemItemTerm
+from hlrm.models.hybrid import BLEND_GRID
 from hlrm.runs import Run
 
 VARIANTS = {"cml": "cml-ease", "hlr": "hlr-ease"}
-
-
-class CachedBase:
-    """Wraps the variant's ``score`` so the base part of each (users, pools) block is computed
-    once and the item-item term added for every β (the variant's own arithmetic otherwise)."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.cache: dict[str, torch.Tensor] = {}
-
-    def __call__(self, users, history: History | None = None, items=None) -> torch.Tensor:
-        pools = b"" if history is None else history.items.numpy().tobytes()
-        subset = b"all" if items is None else items.numpy().tobytes()
-        key = hashlib.sha1(users.numpy().tobytes() + pools + subset).hexdigest()
-        if key not in self.cache:  # the base model's (CML's / HLR's) own score
-            self.cache[key] = super(ItemItemTerm, self.model).score(users, history, items)
-        scores = self.cache[key]
-        if self.model.blend == 0.0:
-            return scores
-        extra = self.model._item_item(users)
-        return scores + (extra if items is None else extra[:, items])
 
 
 def main() -> None:
@@ -69,7 +45,6 @@ def main() -> None:
     assert all(key == "blend_weight" or key.startswith("item_item.") for key in missing), missing
     model.prepare(split.train)
     model.eval()
-    model.score = CachedBase(model)  # instance attribute: the evaluator calls model.score
     started = time.perf_counter()
     values = {}
     with torch.no_grad():
