@@ -337,9 +337,10 @@ class MemoryTranslationModel(TranslationModel):
         )
 
     #: Users whose candidates :meth:`pruned_scores` scores in one call, on the union of their
-    #: candidate items: fewer, larger products against (user, item) pairs not needed. A user of
-    #: a trained ml-1m HLR needs about 22 items and 8 users about 135, so 4 wastes less: a
-    #: batch of 64 users in 85-95 ms against 92-101 with 8 (docs/serving.md, 2026-12-01).
+    #: candidate items: fewer, larger products against (user, item) pairs not needed. Users
+    #: need few items each and share few of them, so 4 wastes less than 8: a batch of 64
+    #: ml-1m users in 91 ms against 94 (benchmarks/recommend_latency.py --prune-group,
+    #: docs/serving.md, 2026-12-01).
     prune_group: int = 4
     #: :meth:`pruned_scores` gives up (returns None: score every item) when more than this share
     #: of the allowed pairs would still need an exact score, where pruning costs more than it
