@@ -2,7 +2,7 @@
 sampling time, torch.profiler's top operators over ``--steps`` steps, and each step timed plain
 and under ``torch.autocast("cpu", torch.bfloat16)``, interleaved on the same batches (dense Adam,
 batch 1000, P = 50, ``--negatives`` per positive; 1 = the published recipe). docs/performance.md
-quotes it:
+quotes it (the last lines time the slot-logit GEMM alone):
 
     python benchmarks/hlr_step_probe.py --dataset ml-1m --model hlr [--negatives 1]
 """
@@ -75,6 +75,25 @@ def main() -> None:
         f"{args.model}, {args.negatives} negative(s): float32 {plain:.1f} ms, "
         f"bf16 autocast {bf16:.1f} ms a step ({ratio:.2f}×)"
     )
+    slot_logit_gemm(args.threads)
+
+
+def slot_logit_gemm(threads: int) -> None:
+    """The slot-logit GEMM of a published-recipe HLR batch alone, (1000, 51, 100) × (1000, 100,
+    40): GFLOP/s of the forward product and of its two backward products, float32 and bf16."""
+    shapes = {"forward": ((51, 100), (100, 40)), "backward 1": ((51, 40), (40, 100)),
+              "backward 2": ((100, 51), (51, 40))}  # fmt: skip
+    for dtype in (torch.float32, torch.bfloat16):
+        rates = []
+        for (m, k), (_, n) in shapes.values():
+            a, b = torch.randn(1000, m, k, dtype=dtype), torch.randn(1000, k, n, dtype=dtype)
+            torch.bmm(a, b)
+            started = time.perf_counter()
+            for _ in range(20):
+                torch.bmm(a, b)
+            rates.append(2 * 1000 * m * k * n * 20 / (time.perf_counter() - started) / 1e9)
+        shown = ", ".join(f"{name} {rate:.0f}" for name, rate in zip(shapes, rates, strict=True))
+        print(f"slot-logit GEMM, {dtype}, {threads} threads: {shown} GFLOP/s")
 
 
 if __name__ == "__main__":
