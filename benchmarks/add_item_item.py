@@ -25,7 +25,7 @@ from hlrm.models import create_model
 from hlrm.models.hybrid import BLEND_GRID
 from hlrm.runs import Run
 
-VARIANTS = {"cml": "cml-ease", "hlr": "hlr-ease"}
+VARIANTS = {"cml": "cml-ease", "hlr": "hlr-ease", "hlr++": "hlr++-ease"}
 
 
 def main() -> None:

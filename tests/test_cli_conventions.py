@@ -155,7 +155,7 @@ def test_help_lists_choices_and_defaults():
         timeout=60,
     )
     assert "One of: hinge, softmax." in result.stdout
-    shown = "[default: 0.001; 0.0002 for hlr, hlr++, hlr-ease after their cml stage]"
+    shown = "[default: 0.001; 0.0002 for hlr, hlr++, hlr-ease, hlr++-ease after their cml stage]"
     assert shown in result.stdout
 
 

@@ -2,6 +2,7 @@
 with β chosen on validation after training."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -127,10 +128,16 @@ HLR_OPTIONS = {"history_size": 6, "n_slots": 4}
 HLR_TRAIN = {**TRAIN, "pretrain": "none", "epochs": 2}
 
 
-def test_the_hlr_part_trains_exactly_like_an_hlr_and_beta_is_the_validation_best():
+RELATION_VARIANTS = [("hlr", "hlr-ease"), ("hlr++", "hlr++-ease")]
+
+
+@pytest.mark.parametrize(("base", "variant"), RELATION_VARIANTS)
+def test_the_relation_part_trains_exactly_like_its_model_and_beta_is_the_validation_best(
+    base, variant
+):
     split = random_split()
-    hlr, hlr_trainer = trained("hlr", split, HLR_TRAIN, **HLR_OPTIONS)
-    hybrid, trainer = trained("hlr-ease", split, HLR_TRAIN, **HLR_OPTIONS)
+    hlr, hlr_trainer = trained(base, split, HLR_TRAIN, **HLR_OPTIONS)
+    hybrid, trainer = trained(variant, split, HLR_TRAIN, **HLR_OPTIONS)
     assert trainer.best_epoch == hlr_trainer.best_epoch
     for name, value in hlr.state_dict().items():
         assert torch.equal(hybrid.state_dict()[name], value), name
@@ -146,10 +153,11 @@ def test_the_hlr_part_trains_exactly_like_an_hlr_and_beta_is_the_validation_best
     )
 
 
-def test_hlr_ease_scores_candidates_and_explains_both_terms():
+@pytest.mark.parametrize("variant", ["hlr-ease", "hlr++-ease"])
+def test_relation_variants_score_candidates_and_explain_both_terms(variant):
     split = random_split()
     model = create_model(
-        "hlr-ease", split.n_users, split.n_items, dim=8, blend=0.7, **HLR_OPTIONS
+        variant, split.n_users, split.n_items, dim=8, blend=0.7, **HLR_OPTIONS
     ).double()
     model.prepare(split.train)
     users = torch.tensor([0, 5, 9])
@@ -182,28 +190,36 @@ def test_hlr_ease_scores_candidates_and_explains_both_terms():
         )
 
 
-def test_hlr_ease_is_registered_everywhere_and_checks_its_options():
+@pytest.mark.parametrize(
+    ("estimator", "base", "variant"),
+    [("HLREASE", "hlr", "hlr-ease"), ("HLRPlusPlusEASE", "hlr++", "hlr++-ease")],
+)
+def test_relation_variants_are_registered_everywhere_and_check_their_options(
+    estimator, base, variant
+):
     import hlrm
 
-    assert hlrm.HLREASE.model_name == "hlr-ease"
-    with pytest.raises(ConfigError, match=r"hlr-ease: its EASE term stores .* or use hlr$"):
-        create_model("hlr-ease", 10, 30, max_items=20)
-    with pytest.raises(ConfigError, match="hlr-ease: blend"):
-        create_model("hlr-ease", 4, 4, blend=-1.0)
-    assert create_model("hlr-ease", 4, 4).train_recipe["pretrain"] == "cml"
+    assert getattr(hlrm, estimator).model_name == variant
+    stores = rf"{re.escape(variant)}: its EASE term stores .* or use {re.escape(base)}$"
+    with pytest.raises(ConfigError, match=stores):
+        create_model(variant, 10, 30, max_items=20)
+    with pytest.raises(ConfigError, match=f"{re.escape(variant)}: blend"):
+        create_model(variant, 4, 4, blend=-1.0)
+    assert create_model(variant, 4, 4).train_recipe["pretrain"] == "cml"
 
 
-def test_an_hlr_ease_run_recommends_with_explanations(tmp_path):
+@pytest.mark.parametrize("variant", ["hlr-ease", "hlr++-ease"])
+def test_a_relation_variant_run_recommends_with_explanations(tmp_path, variant):
     data = small_log(tmp_path / "log.csv")
     config = RunConfig(
         seed=7,
         data=DataConfig(path=str(data), user_core=1, item_core=1),
-        model=ModelConfig("hlr-ease", {"dim": 8, "history_size": 5, "n_slots": 4}),
+        model=ModelConfig(variant, {"dim": 8, "history_size": 5, "n_slots": 4}),
         train=TrainConfig(device="cpu", batch_size=256, epochs=2, pretrain="none"),
     )
     run = train(config, tmp_path / "run", progress=False)
     opened = Run.open(tmp_path / "run")
-    assert opened.model.name == "hlr-ease" and opened.model.blend == run.model.blend
+    assert opened.model.name == variant and opened.model.blend == run.model.blend
     assert opened.metrics["ndcg@10"] == run.metrics["ndcg@10"]
     listed = recommend(opened, user=opened.split.user_ids[0], k=3, explain=True)
     assert len(listed) == 3

@@ -220,12 +220,14 @@ def test_empty_pools_of_width_zero_prune_exactly():
     assert torch.equal(scores.topk(5).indices.sort(1).values, exact.topk(5).indices.sort(1).values)
 
 
+@pytest.mark.parametrize("variant", ["hlr-ease", "hlr++-ease"])
 @pytest.mark.parametrize("blend", [0.7, 5.0])
 @pytest.mark.parametrize("train_steps", [0, 40])
 @pytest.mark.parametrize("k", [1, 5, 10])
-def test_hlr_ease_prunes_on_its_whole_score(blend, train_steps, k):
-    """HLR-EASE adds β · x_u B to -distance: the bounds shift by it, the lists stay exact."""
-    model = build("hlr-ease", {"blend": blend}, train_steps=train_steps)
+def test_relation_variants_prune_on_their_whole_score(variant, blend, train_steps, k):
+    """HLR-EASE and HLR++-EASE add β · x_u B to -distance: the bounds shift by it, the lists
+    stay exact."""
+    model = build(variant, {"blend": blend}, train_steps=train_steps)
     model.prepare(interactions())
     users = torch.arange(N_USERS)
     offsets = model.score_offsets(users)

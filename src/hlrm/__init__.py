@@ -20,6 +20,7 @@ _ESTIMATOR_NAMES = frozenset(
         "HLRPlusPlus",
         "CMLEASE",
         "HLREASE",
+        "HLRPlusPlusEASE",
         "TransCF",
         "AdaCML",
         "BPR",

@@ -177,28 +177,29 @@ DEFAULTS = {
     "core": "the dataset's; 1 for --data",
     "split": "the dataset's; random for --data",
     "fractions": "0.72,0.08,0.2",
-    "epochs": "100; 15 for hlr, hlr++, hlr-ease after their cml stage",
+    "epochs": "100; 15 for hlr, hlr++, hlr-ease, hlr++-ease after their cml stage",
     "batch_size": "1000",
-    "lr": "0.001; 0.0002 for hlr, hlr++, hlr-ease after their cml stage",
+    "lr": "0.001; 0.0002 for hlr, hlr++, hlr-ease, hlr++-ease after their cml stage",
     "lr_gamma": "1.0 (no decay)",
     "clip_grad": "0 (off)",
     "margin": "0.5",
     "reduction": "mean",
     "loss": "softmax; hinge for transcf",
     "temperature": "0.35",
-    "negatives": "500; 20 for adacml, hlr, hlr++, hlr-ease, lrml; 10 for hlr, hlr++, hlr-ease "
-    "after their cml stage; 1 for bpr, transcf",
-    "shared_negatives": "shared; per positive for adacml, bpr, hlr, hlr++, hlr-ease, lrml, transcf",
+    "negatives": "500; 20 for adacml, hlr, hlr++, hlr-ease, hlr++-ease, lrml; 10 for hlr, hlr++, "
+    "hlr-ease, hlr++-ease after their cml stage; 1 for bpr, transcf",
+    "shared_negatives": "shared; per positive for adacml, bpr, hlr, hlr++, hlr-ease, hlr++-ease, "
+    "lrml, transcf",
     "negative_sampling": "uniform",
     "negative_selection": "all",
     "rank_weight": "off",
     "shuffle": "epoch",
     "rotating_skip": "off",
     "select_by": "ndcg@10",
-    "patience": "10; 5 for hlr, hlr++, hlr-ease after their cml stage",
+    "patience": "10; 5 for hlr, hlr++, hlr-ease, hlr++-ease after their cml stage",
     "freeze_embeddings": "off",
-    "pretrain": "none; cml for hlr, hlr++, hlr-ease",
-    "keep_start": "off; on for hlr, hlr++, hlr-ease after their cml stage",
+    "pretrain": "none; cml for hlr, hlr++, hlr-ease, hlr++-ease",
+    "keep_start": "off; on for hlr, hlr++, hlr-ease, hlr++-ease after their cml stage",
     "history_dropout": "0 (off)",
     "relation_weight_decay": "0 (off)",
     "optimizer": "adam",
@@ -218,8 +219,8 @@ DEFAULTS = {
 }
 #: Values of the string options with a fixed set (checked against the library in the tests).
 MODEL_NAMES = (
-    "cml", "lrml", "hlr", "hlr++", "cml-ease", "hlr-ease", "transcf", "adacml", "bpr", "als",
-    "itemknn", "ease", "popularity",
+    "cml", "lrml", "hlr", "hlr++", "cml-ease", "hlr-ease", "hlr++-ease", "transcf", "adacml",
+    "bpr", "als", "itemknn", "ease", "popularity",
 )  # fmt: skip
 DATA_FORMATS = ("csv", "tsv", "parquet", "movielens", "lightgcn", "citeulike", "hetrec", "diffnet")
 SPLITS = ("random", "user_ratio", "leave_one_out", "temporal", "temporal_user", "given")

@@ -415,6 +415,12 @@ class HLREASE(Estimator):
     model_name = "hlr-ease"
 
 
+class HLRPlusPlusEASE(Estimator):
+    """HLR++ plus EASE's item-item term weighted on validation (:mod:`hlrm.models.hybrid`)."""
+
+    model_name = "hlr++-ease"
+
+
 class TransCF(Estimator):
     """Translation-based collaborative filtering (:class:`hlrm.models.transcf.TransCF`)."""
 
@@ -461,8 +467,8 @@ class Popularity(Estimator):
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.model_name: cls
     for cls in (
-        CML, LRML, HLR, HLRPlusPlus, CMLEASE, HLREASE, TransCF, AdaCML, BPR, ALS, ItemKNN, EASE,
-        Popularity,
+        CML, LRML, HLR, HLRPlusPlus, CMLEASE, HLREASE, HLRPlusPlusEASE, TransCF, AdaCML, BPR, ALS,
+        ItemKNN, EASE, Popularity,
     )
 }  # fmt: skip
 _UNCOVERED = sorted(set(MODELS) - set(ESTIMATORS))

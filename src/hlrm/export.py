@@ -60,8 +60,8 @@ def model_arrays(run: Run) -> dict[str, np.ndarray]:
     if not any(name.startswith("user_") for name in state):
         raise ConfigError(
             f"{run.model.name} has no user or item vectors to export: its scores come from the "
-            "training data (export cml, cml-ease, lrml, hlr, hlr++, hlr-ease, transcf, adacml, "
-            "bpr or als runs)"
+            "training data (export cml, cml-ease, lrml, hlr, hlr++, hlr-ease, hlr++-ease, transcf, "
+            "adacml, bpr or als runs)"
         )
     arrays: dict[str, np.ndarray] = {}
     for name, tensor in state.items():

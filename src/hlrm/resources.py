@@ -27,7 +27,8 @@ RANKING_CELL = 8 + 1 + 5 * 8
 #: Models whose user and item embeddings are trained with Adam (the others are fitted in closed
 #: form or not at all).
 EMBEDDING_MODELS = {
-    "cml", "lrml", "hlr", "hlr++", "cml-ease", "hlr-ease", "transcf", "adacml", "bpr",
+    "cml", "lrml", "hlr", "hlr++", "cml-ease", "hlr-ease", "hlr++-ease", "transcf", "adacml",
+    "bpr",
 }  # fmt: skip
 
 

@@ -103,7 +103,8 @@ class AnnIndex:
         if not supports_ann(model):
             raise ConfigError(
                 "--ann needs a model that ranks by distance to item embeddings and can score a "
-                "subset of items (cml, cml-ease, lrml, hlr, hlr++, hlr-ease, transcf, adacml), not "
+                "subset of items (cml, cml-ease, lrml, hlr, hlr++, hlr-ease, hlr++-ease, transcf, "
+                "adacml), not "
                 f"{model.name}"
             )
         if candidates < 1 or graph_degree < 2 or build_width < 1:

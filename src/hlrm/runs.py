@@ -75,7 +75,7 @@ BEST = "checkpoints/best.pt"
 #: ``metrics.json`` of a run without a test split (a final fit, or a zero test share).
 NO_TEST = "no test split (a final fit on every interaction, or a zero test share): not evaluated"
 #: The models with :meth:`explain` (what led to a recommendation).
-EXPLAINED = ("HLR", "HLR++", "AdaCML", "LRML", "CML-EASE", "HLR-EASE")
+EXPLAINED = ("HLR", "HLR++", "AdaCML", "LRML", "CML-EASE", "HLR-EASE", "HLR++-EASE")
 
 
 def model_from_checkpoint(state: dict[str, Any], source: object = "the checkpoint") -> Recommender:

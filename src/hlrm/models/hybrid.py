@@ -1,5 +1,5 @@
-"""CML-EASE and HLR-EASE: a metric model plus an explicit item-item term, variants of the CML
-family (not published models; HLR, HLR++ and CML stay as published).
+"""CML-EASE, HLR-EASE and HLR++-EASE: a metric model plus an explicit item-item term, variants
+of the CML family (not published models; HLR, HLR++ and CML stay as published).
 
 Why they exist (docs/results.md, "An explicit item-item term"): HLR's history channel is meant to
 let what a user had shape the distance to a candidate, but its attention stays uniform, and an
@@ -33,7 +33,7 @@ from torch import Tensor
 from hlrm.errors import ConfigError
 from hlrm.models.base import History, register
 from hlrm.models.cml import CML
-from hlrm.models.hlr import HLR
+from hlrm.models.hlr import HLR, HLRPlusPlus
 from hlrm.models.memory import Explanation
 from hlrm.models.neighbors import EASE, check_dense_item_matrix
 
@@ -172,14 +172,38 @@ class CMLEASE(ItemItemTerm, CML):
         ]
 
 
+class RelationItemItem(ItemItemTerm):
+    """The item-item term on a history model (HLR, HLR++): their exact pruned top-k works on
+    ``-score = distance - β · x_u B`` (the lower bounds of the distance shift by the exact
+    item-item scores, :meth:`score_offsets`), and an explanation adds the term's exact
+    contributions to the pool items' leave-one-out effects."""
+
+    def score_offsets(self, users: Tensor) -> Tensor | None:
+        return None if self.blend == 0.0 else self._item_item(users)
+
+    @torch.no_grad()
+    def explain(self, user: int, items: Tensor, history: History) -> list[Explanation]:
+        """The base model's explanation (its attention over the pool) with, per history item,
+        the leave-one-out effect on the base model's part of the score plus the exact
+        ``β · B_ji`` of EASE's part: how much that item pushed the recommendation up through
+        either term."""
+        explained = super().explain(user, items, history)
+        if self.blend == 0.0:
+            return explained
+        merged = []
+        for explanation, term in zip(explained, self._item_item_effects(user, items), strict=True):
+            effects = dict(explanation.effects or {})
+            for item, value in term.items():
+                effects[item] = effects.get(item, 0.0) + value
+            merged.append(dataclasses.replace(explanation, effects=effects))
+        return merged
+
+
 @register("hlr+ease", "hlrease")
-class HLREASE(ItemItemTerm, HLR):
+class HLREASE(RelationItemItem, HLR):
     """HLR plus β times EASE's item-item scores: HLR trained exactly as :class:`HLR` (its
     default two stages included), then β chosen on validation. Options of :class:`HLR`, plus
-    ``l2``, ``blend`` and ``max_items`` as in :class:`CMLEASE`.
-
-    HLR's exact pruned top-k works on ``-score = distance - β · x_u B``: the lower bounds of the
-    distance shift by the exact item-item scores (:meth:`score_offsets`)."""
+    ``l2``, ``blend`` and ``max_items`` as in :class:`CMLEASE`."""
 
     name = "hlr-ease"
 
@@ -224,21 +248,55 @@ class HLREASE(ItemItemTerm, HLR):
         )
         self._add_item_item(n_users, n_items, l2, blend, max_items)
 
-    def score_offsets(self, users: Tensor) -> Tensor | None:
-        return None if self.blend == 0.0 else self._item_item(users)
 
-    @torch.no_grad()
-    def explain(self, user: int, items: Tensor, history: History) -> list[Explanation]:
-        """HLR's explanation (its user attention over the pool) with, per history item, the
-        leave-one-out effect on HLR's part of the score plus the exact ``β · B_ji`` of EASE's
-        part: how much that item pushed the recommendation up through either term."""
-        explained = super().explain(user, items, history)
-        if self.blend == 0.0:
-            return explained
-        merged = []
-        for explanation, term in zip(explained, self._item_item_effects(user, items), strict=True):
-            effects = dict(explanation.effects or {})
-            for item, value in term.items():
-                effects[item] = effects.get(item, 0.0) + value
-            merged.append(dataclasses.replace(explanation, effects=effects))
-        return merged
+@register("hlrpp-ease", "hlrppease", "hlr+++ease")
+class HLRPlusPlusEASE(RelationItemItem, HLRPlusPlus):
+    """HLR++ plus β times EASE's item-item scores: HLR++ trained exactly as
+    :class:`~hlrm.models.hlr.HLRPlusPlus` (its default two stages included), then β chosen on
+    validation. Options of HLR++, plus ``l2``, ``blend`` and ``max_items`` as in
+    :class:`CMLEASE`."""
+
+    name = "hlr++-ease"
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        dim: int = 100,
+        n_slots: int = 20,
+        max_norm: float = 1.0,
+        history_size: int = 50,
+        history_sampling: str = "random",
+        copy: bool = False,
+        beta: float = 1.0,
+        clip: str = "none",
+        memory_init: str = "normal",
+        address_scale: float = 1.0,
+        attention_scale: float = 1.0,
+        learn_scales: bool = False,
+        padding_quirk: bool = False,
+        l2: float = 250.0,
+        blend: float | None = None,
+        max_items: int = 20_000,
+    ) -> None:
+        self._check_blend("hlr++-ease", blend)
+        check_dense_item_matrix(n_items, max_items, "hlr++-ease: its EASE term", "hlr++")
+        super().__init__(
+            n_users,
+            n_items,
+            dim=dim,
+            n_slots=n_slots,
+            max_norm=max_norm,
+            history_size=history_size,
+            history_sampling=history_sampling,
+            copy=copy,
+            beta=beta,
+            clip=clip,
+            memory_init=memory_init,
+            address_scale=address_scale,
+            attention_scale=attention_scale,
+            learn_scales=learn_scales,
+            padding_quirk=padding_quirk,
+        )
+        self._add_item_item(n_users, n_items, l2, blend, max_items)
