@@ -1,15 +1,17 @@
-"""The item-item variant of a trained run without training it again: a finished CML or HLR run
-becomes the CML-EASE or HLR-EASE run the same configuration would give, because the variant's
-metric part trains bit for bit like the base model (``tests/test_hybrid.py``) and β is chosen
-after training. The base run's weights are loaded into the variant, EASE is fitted on the same
-training split, β is chosen on validation over :data:`hlrm.models.hybrid.BLEND_GRID` exactly as
-the trainer does (best NDCG@10, the smallest β on ties), and the test split is evaluated on every
-test user. With ``--out`` the per-user metrics are written there for
-``benchmarks/paired_test.py``. docs/results.md quotes it:
+"""The item-item variant of a trained run without training it again: a finished CML, HLR or HLR++
+run becomes the CML-EASE, HLR-EASE or HLR++-EASE run the same configuration would give, because
+the variant's metric part trains bit for bit like the base model (``tests/test_hybrid.py``) and
+β is chosen after training. The base run's weights are loaded into the variant, EASE is fitted
+on the same training split, β is chosen on validation by
+:func:`hlrm.models.hybrid.choose_blend` exactly as the trainer does (best NDCG@10, the smallest
+β on ties, the grid extended while its edge wins), and the test split is evaluated on every test
+user. With ``--out`` the per-user metrics are written there for ``benchmarks/paired_test.py``.
+docs/results.md quotes it:
 
     python benchmarks/add_item_item.py RUN_DIR [--l2 250] [--out DIR]
 
-Each β costs one validation ranking, by the variant's own exact (for HLR-EASE: pruned) path.
+Each β costs one validation ranking, by the variant's own exact (for the relation variants:
+pruned) path.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from hlrm.evaluation.protocol import evaluate
 from hlrm.models import create_model
-from hlrm.models.hybrid import BLEND_GRID
+from hlrm.models.hybrid import choose_blend
 from hlrm.runs import Run
 
 VARIANTS = {"cml": "cml-ease", "hlr": "hlr-ease", "hlr++": "hlr++-ease"}
@@ -46,13 +48,15 @@ def main() -> None:
     model.prepare(split.train)
     model.eval()
     started = time.perf_counter()
-    values = {}
+
+    def value_of(beta: float) -> float:
+        model.set_blend(beta)
+        value = evaluate(model, split, ks=(10,), target="valid").metrics["ndcg@10"]
+        print(f"beta = {beta}: validation NDCG@10 {value:.4f}", flush=True)
+        return value
+
     with torch.no_grad():
-        for beta in BLEND_GRID:
-            model.set_blend(beta)
-            values[beta] = evaluate(model, split, ks=(10,), target="valid").metrics["ndcg@10"]
-            print(f"beta = {beta}: validation NDCG@10 {values[beta]:.4f}", flush=True)
-        chosen = max(BLEND_GRID, key=lambda beta: (values[beta], -beta))
+        chosen, _ = choose_blend(model.blend_grid, value_of)
         model.set_blend(chosen)
         result = evaluate(model, split, ks=(5, 10, 20), target="test")
     print(

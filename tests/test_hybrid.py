@@ -15,7 +15,7 @@ from hlrm.errors import ConfigError
 from hlrm.evaluation.protocol import evaluate
 from hlrm.models import create_model
 from hlrm.models.base import History
-from hlrm.models.hybrid import BLEND_GRID
+from hlrm.models.hybrid import BLEND_GRID, BLEND_LIMIT, choose_blend
 from hlrm.runs import Run, recommend, train
 from hlrm.training.trainer import TrainConfig, Trainer
 from test_training import random_split
@@ -40,7 +40,7 @@ def test_the_cml_part_trains_exactly_like_a_cml_and_beta_is_the_validation_best(
     for name in ("user_embeddings", "item_embeddings"):
         assert torch.equal(getattr(hybrid, name), getattr(cml, name))
     values = trainer.blend_values["validation"]
-    assert list(values) == list(BLEND_GRID)
+    assert list(values)[: len(BLEND_GRID)] == list(BLEND_GRID)
     assert trainer.blend_values["chosen"] == hybrid.blend == max(values, key=values.get)
     users = torch.arange(split.n_users)
     expected = cml.score(users) + hybrid.blend * hybrid.item_item.score(users)
@@ -142,7 +142,7 @@ def test_the_relation_part_trains_exactly_like_its_model_and_beta_is_the_validat
     for name, value in hlr.state_dict().items():
         assert torch.equal(hybrid.state_dict()[name], value), name
     values = trainer.blend_values["validation"]
-    assert list(values) == list(BLEND_GRID)
+    assert list(values)[: len(BLEND_GRID)] == list(BLEND_GRID)
     assert trainer.blend_values["chosen"] == hybrid.blend == max(values, key=values.get)
     assert evaluate(hybrid, split, ks=(10,), target="valid").metrics["ndcg@10"] == pytest.approx(
         values[hybrid.blend]
@@ -224,3 +224,16 @@ def test_a_relation_variant_run_recommends_with_explanations(tmp_path, variant):
     listed = recommend(opened, user=opened.split.user_ids[0], k=3, explain=True)
     assert len(listed) == 3
     assert listed[0].explanation["user_attention"] and listed[0].explanation["history_effect"]
+
+
+def test_the_blend_search_extends_the_grid_while_its_edge_wins():
+    def peaked_at(top):
+        return lambda beta: -abs(beta - top)
+
+    chosen, values = choose_blend(BLEND_GRID, peaked_at(2.0))  # an inner optimum: the grid alone
+    assert chosen == 2.0 and list(values) == list(BLEND_GRID)
+    chosen, values = choose_blend(BLEND_GRID, peaked_at(40.0))  # past the edge: 16, 32, 64
+    assert chosen == 32.0 and list(values) == [*BLEND_GRID, 16.0, 32.0, 64.0]
+    chosen, values = choose_blend(BLEND_GRID, lambda beta: beta)  # rising: up to the limit
+    assert chosen == BLEND_LIMIT == max(values)
+    assert choose_blend(BLEND_GRID, lambda beta: 0.0) == (0.0, dict.fromkeys(BLEND_GRID, 0.0))

@@ -27,6 +27,7 @@ from hlrm.errors import ConfigError, TrainingError
 from hlrm.evaluation.metrics import METRICS
 from hlrm.evaluation.protocol import evaluate
 from hlrm.models.base import Objective, Recommender, TrainBatch, pool_rows
+from hlrm.models.hybrid import choose_blend
 from hlrm.training import kernels
 from hlrm.training.checkpoint import (
     MODEL_KEYS,
@@ -584,21 +585,23 @@ class Trainer:
 
     def _choose_blend(self) -> None:
         """Models whose score adds a term weighted after training (``blend_grid``, CML-EASE):
-        the kept epoch gets the weight of the grid that scores best on validation (the selection
-        metric; NDCG@10 when epochs are selected by loss), the smallest on ties, and the best
-        checkpoint is saved with it. Without a validation split the weight stays as it is."""
+        the kept epoch gets the weight that scores best on validation (the selection metric;
+        NDCG@10 when epochs are selected by loss), searched by
+        :func:`~hlrm.models.hybrid.choose_blend`, and the best checkpoint is saved with it. Without
+        a validation split the weight stays as it is."""
         grid = getattr(self.model, "blend_grid", ())
         if not grid or self.valid_batches is None:
             return
         metric = "ndcg@10" if self.config.select_by == LOSS_SELECTION else self.config.select_by
         k = int(metric.split("@")[1])
         self.load_best()
-        values = {}
-        for weight in grid:
+
+        def value_of(weight: float) -> float:
             self.model.set_blend(weight)
             result = evaluate(self.model, self.split, ks=(k,), target="valid", device=self.device)
-            values[weight] = result.metrics[metric]
-        chosen = max(grid, key=lambda weight: (values[weight], -weight))
+            return result.metrics[metric]
+
+        chosen, values = choose_blend(grid, value_of)
         self.model.set_blend(chosen)
         self.blend_values = {"metric": metric, "chosen": chosen, "validation": values}
         self.save_best()
