@@ -52,7 +52,7 @@ def main() -> None:
     def value_of(beta: float) -> float:
         model.set_blend(beta)
         value = evaluate(model, split, ks=(10,), target="valid").metrics["ndcg@10"]
-        print(f"beta = {beta}: validation NDCG@10 {value:.4f}", flush=True)
+        print(f"beta = {beta}: validation NDCG@10 {value:.5f}", flush=True)
         return value
 
     with torch.no_grad():

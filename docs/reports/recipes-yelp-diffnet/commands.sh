@@ -3,7 +3,7 @@
 cd "$(dirname "$0")" || exit 1
 
 # The comparison as it was invoked:
-#   hlrm compare --config configs/compare/recipes-yelp-diffnet.toml --out reports/recipes-yelp-diffnet --quiet
+#   hlrm compare --config configs/compare/recipes-yelp-diffnet.toml --out reports/recipes-yelp-diffnet
 # Rebuild the tables and plots (finished runs under runs/ are reused):
 hlrm compare --config compare.toml --out .
 
