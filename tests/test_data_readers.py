@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import lzma
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +219,14 @@ def test_ml1m_reads_fast(data_dir: Path) -> None:
     assert len(df) == 1_000_209
     assert df["user"].nunique() == 6040 and df["item"].nunique() == 3706
     assert elapsed < 5.0  # about 0.4 s when the machine is not shared
+
+
+def test_a_bad_timestamp_column_is_one_error_and_no_pandas_warning(tmp_path):
+    """pandas warns when it cannot infer a date format (then parses value by value); the reader
+    reports the first bad value itself, so the warning is only noise."""
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,timestamp\n1,10,tomorrow\n2,11,2020\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match=r"row 1: 'timestamp' is not a number or a date"):
+            read_interactions(path, "csv")

@@ -29,6 +29,7 @@ import math
 import re
 import stat
 import struct
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -887,7 +888,11 @@ def _timestamps(path: str | Path, column: pd.Series, name: str) -> np.ndarray:
             _first_bad(path, ~fits, name, "is not a number of seconds that fits in 64 bits")
             return values.astype(np.int64)
         try:
-            moments = pd.to_datetime(column, errors="coerce", utc=True)
+            with warnings.catch_warnings():
+                # Mixed date formats are parsed one by one, which is what a log needs; pandas
+                # warns about it on every read, and the unparseable ones are reported below.
+                warnings.filterwarnings("ignore", "Could not infer format", UserWarning)
+                moments = pd.to_datetime(column, errors="coerce", utc=True)
         except (ValueError, TypeError, OverflowError) as exc:
             raise DataError(
                 f"{path}: {name!r} is not a column of numbers or dates ({_reason(exc)})"
