@@ -22,12 +22,10 @@ from pathlib import Path
 
 import torch
 
+from hlrm.errors import ConfigError
 from hlrm.evaluation.protocol import evaluate
-from hlrm.models import create_model
-from hlrm.models.hybrid import choose_blend
+from hlrm.models.hybrid import choose_blend, item_item_variant
 from hlrm.runs import Run
-
-VARIANTS = {"cml": "cml-ease", "hlr": "hlr-ease", "hlr++": "hlr++-ease"}
 
 
 def main() -> None:
@@ -37,16 +35,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write per_user_metrics.parquet here")
     args = parser.parse_args()
     run = Run.open(args.run_dir)
-    base, split = run.model, run.split
-    if base.name not in VARIANTS:
-        raise SystemExit(f"{base.name} has no item-item variant here (only {', '.join(VARIANTS)})")
-    model = create_model(
-        VARIANTS[base.name], split.n_users, split.n_items, **base.hparams, l2=args.l2
-    )
-    missing = model.load_state_dict(base.state_dict(), strict=False).missing_keys
-    assert all(key == "blend_weight" or key.startswith("item_item.") for key in missing), missing
-    model.prepare(split.train)
-    model.eval()
+    split = run.split
+    try:
+        model = item_item_variant(run.model, split.train, l2=args.l2)
+    except ConfigError as error:
+        raise SystemExit(str(error)) from None
     started = time.perf_counter()
 
     def value_of(beta: float) -> float:

@@ -20,20 +20,14 @@ import numpy as np
 
 from hlrm import runs
 from hlrm.models import create_model
+from hlrm.models.hybrid import ITEM_ITEM_VARIANTS, item_item_variant
 from hlrm.runs import Run
 
-VARIANTS = {"cml": "cml-ease", "hlr": "hlr-ease"}
 
-
-def item_item_variant(run: Run, beta: float) -> Run:
+def with_item_item(run: Run, beta: float) -> Run:
     """``run`` with its model loaded into the item-item variant, β fixed."""
-    split = run.split
-    model = create_model(
-        VARIANTS[run.model.name], split.n_users, split.n_items, **run.model.hparams, blend=beta
-    )
-    model.load_state_dict(run.model.state_dict(), strict=False)
-    model.prepare(split.train)
-    return dataclasses.replace(run, model=model.eval())
+    model = item_item_variant(run.model, run.split.train, blend=beta)
+    return dataclasses.replace(run, model=model)
 
 
 def unpruned(run: Run) -> Run:
@@ -58,7 +52,7 @@ def main() -> None:
     run = Run.open(args.run_dir)
     rivals = {run.model.name: run}
     if args.item_item is not None:
-        variant = item_item_variant(run, args.item_item)
+        variant = with_item_item(run, args.item_item)
         rivals[variant.model.name] = variant
         rivals[f"{variant.model.name} unpruned"] = unpruned(variant)
     if args.prune_group is not None:
@@ -79,7 +73,7 @@ def main() -> None:
                 seconds[name].append(time.perf_counter() - started)
                 lists[name] = [[r.item for r in items] for items in ranked]
             if args.item_item is not None:
-                name = VARIANTS[run.model.name]
+                name = ITEM_ITEM_VARIANTS[run.model.name]
                 assert lists[name] == lists[f"{name} unpruned"], "pruned lists differ"
         medians = {name: f"{1000 * float(np.median(v)):.1f} ms" for name, v in seconds.items()}
         print(f"{size} users: {medians}", flush=True)

@@ -237,3 +237,22 @@ def test_the_blend_search_extends_the_grid_while_its_edge_wins():
     chosen, values = choose_blend(BLEND_GRID, lambda beta: beta)  # rising: up to the limit
     assert chosen == BLEND_LIMIT == max(values)
     assert choose_blend(BLEND_GRID, lambda beta: 0.0) == (0.0, dict.fromkeys(BLEND_GRID, 0.0))
+
+
+@pytest.mark.parametrize(("base", "variant"), [("cml", "cml-ease"), *RELATION_VARIANTS])
+def test_a_trained_model_becomes_its_item_item_variant_without_training(base, variant):
+    from hlrm.models.hybrid import item_item_variant
+
+    split = random_split()
+    params = {} if base == "cml" else HLR_OPTIONS
+    model, _ = trained(base, split, HLR_TRAIN, **params)
+    hybrid = item_item_variant(model, split.train, blend=0.5)
+    assert hybrid.name == variant and hybrid.blend == 0.5
+    for name, value in model.state_dict().items():
+        assert torch.equal(hybrid.state_dict()[name], value), name
+    hybrid.set_blend(0.0)
+    assert evaluate(hybrid, split, ks=(10,), target="valid").metrics["ndcg@10"] == pytest.approx(
+        evaluate(model, split, ks=(10,), target="valid").metrics["ndcg@10"]
+    )
+    with pytest.raises(ConfigError, match="ease has no item-item variant"):
+        item_item_variant(create_model("ease", split.n_users, split.n_items), split.train)

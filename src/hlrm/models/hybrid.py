@@ -27,12 +27,14 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
+from typing import Any
 
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
 from hlrm.errors import ConfigError
-from hlrm.models.base import History, register
+from hlrm.models.base import History, Recommender, create_model, register
 from hlrm.models.cml import CML
 from hlrm.models.hlr import HLR, HLRPlusPlus
 from hlrm.models.memory import Explanation
@@ -320,3 +322,24 @@ class HLRPlusPlusEASE(RelationItemItem, HLRPlusPlus):
             padding_quirk=padding_quirk,
         )
         self._add_item_item(n_users, n_items, l2, blend, max_items)
+
+
+#: The item-item variant of each base model (:func:`item_item_variant`).
+ITEM_ITEM_VARIANTS = {"cml": CMLEASE.name, "hlr": HLREASE.name, "hlr++": HLRPlusPlusEASE.name}
+
+
+def item_item_variant(base: Recommender, train: sp.csr_matrix, **options: Any) -> ItemItemTerm:
+    """A trained ``base`` (CML, HLR or HLR++) as its item-item variant, without training again:
+    the variant's metric part trains bit for bit like the base model, so the base weights are
+    the variant's, and EASE is fitted on ``train``. ``options``: the variant's own (``l2``,
+    ``blend``); β stays 0 until chosen (:func:`choose_blend`) or given."""
+    if base.name not in ITEM_ITEM_VARIANTS:
+        known = ", ".join(ITEM_ITEM_VARIANTS)
+        raise ConfigError(f"{base.name} has no item-item variant (only {known})")
+    model = create_model(
+        ITEM_ITEM_VARIANTS[base.name], base.n_users, base.n_items, **base.hparams, **options
+    )
+    missing = model.load_state_dict(base.state_dict(), strict=False).missing_keys
+    assert all(key == "blend_weight" or key.startswith("item_item.") for key in missing), missing
+    model.prepare(train)
+    return model.eval()
