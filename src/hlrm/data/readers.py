@@ -889,8 +889,8 @@ def _timestamps(path: str | Path, column: pd.Series, name: str) -> np.ndarray:
             return values.astype(np.int64)
         try:
             with warnings.catch_warnings():
-                # Mixed date formats are parsed one by one, which is what a log needs; pandas
-                # warns about it on every read, and the unparseable ones are reported below.
+                # When no format can be inferred from the first value, pandas parses value by
+                # value and warns; the values it cannot parse are reported below, in one line.
                 warnings.filterwarnings("ignore", "Could not infer format", UserWarning)
                 moments = pd.to_datetime(column, errors="coerce", utc=True)
         except (ValueError, TypeError, OverflowError) as exc:
