@@ -13,7 +13,7 @@ from hlrm.config import ModelConfig, RunConfig
 from hlrm.data.pipeline import DataConfig
 from hlrm.errors import ConfigError
 from hlrm.evaluation.protocol import evaluate
-from hlrm.models import create_model
+from hlrm.models import create_model, model_parameters
 from hlrm.models.base import History
 from hlrm.models.hybrid import BLEND_GRID, BLEND_LIMIT, choose_blend
 from hlrm.runs import Run, recommend, train
@@ -206,6 +206,21 @@ def test_relation_variants_are_registered_everywhere_and_check_their_options(
     with pytest.raises(ConfigError, match=f"{re.escape(variant)}: blend"):
         create_model(variant, 4, 4, blend=-1.0)
     assert create_model(variant, 4, 4).train_recipe["pretrain"] == "cml"
+
+
+@pytest.mark.parametrize(
+    ("base", "variant"), [("cml", "cml-ease"), ("hlr", "hlr-ease"), ("hlr++", "hlr++-ease")]
+)
+def test_a_variant_takes_its_base_models_options_and_its_own_without_repeating_them(base, variant):
+    own = {"l2": 250.0, "blend": None, "max_items": 20_000}
+    assert model_parameters(variant) == {**model_parameters(base), **own}
+    with pytest.raises(ConfigError, match=f"model {re.escape(repr(variant))}: dim = 'x'"):
+        create_model(variant, 4, 4, dim="x")  # the base's hints check the base's options
+    with pytest.raises(ConfigError, match="has no option"):
+        create_model(variant, 4, 4, no_such_option=1)
+    model = create_model(variant, 4, 4, dim=6, blend=0.5)
+    assert model.dim == 6 and model.blend == 0.5
+    assert model.hparams == {**model_parameters(variant), "dim": 6, "blend": 0.5}
 
 
 @pytest.mark.parametrize("variant", ["hlr-ease", "hlr++-ease"])

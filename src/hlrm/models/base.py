@@ -206,14 +206,34 @@ def canonical_name(name: str) -> str:
     return key
 
 
+def _constructor_options(cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keyword-only options of ``cls``'s constructor with their defaults, and their type
+    hints. A constructor that passes ``**options`` on to the next one in the MRO (an extension
+    such as the -EASE variants, :mod:`hlrm.models.hybrid`) accepts that one's options too, so
+    they are read from there rather than repeated."""
+    constructors = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        constructors.append(init)
+        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values()):
+            break
+    defaults: dict[str, Any] = {}
+    hints: dict[str, Any] = {}
+    for init in reversed(constructors):  # the base's options first, an extension's after
+        own_hints = typing.get_type_hints(init)
+        for p in inspect.signature(init).parameters.values():
+            if p.kind is p.KEYWORD_ONLY and p.default is not inspect.Parameter.empty:
+                defaults[p.name] = p.default
+                if p.name in own_hints:
+                    hints[p.name] = own_hints[p.name]
+    return defaults, hints
+
+
 def model_parameters(name: str) -> dict[str, Any]:
     """The hyper-parameters a model accepts, with their defaults."""
-    signature = inspect.signature(MODELS[canonical_name(name)].__init__)
-    return {
-        p.name: p.default
-        for p in signature.parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
-    }
+    return _constructor_options(MODELS[canonical_name(name)])[0]
 
 
 def checked_options(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +249,7 @@ def checked_options(name: str, params: dict[str, Any]) -> dict[str, Any]:
             f"model {key!r} has no option(s) {', '.join(unknown)}; "
             f"its options are: {', '.join(sorted(accepted)) or 'none'}"
         )
-    hints = typing.get_type_hints(MODELS[key].__init__)
+    hints = _constructor_options(MODELS[key])[1]
     checked = dict(params)
     for option, value in params.items():
         hint = hints.get(option)

@@ -65,26 +65,38 @@ def choose_blend(
 
 class ItemItemTerm:
     """β times EASE's item-item scores added to a base model's score (the module docstring).
-    Mixed in before the base model class; :meth:`_add_item_item` is called by the variant's
-    ``__init__`` after the base model's, so the base model draws exactly its own weights."""
+    Mixed in before the base model class, whose constructor it calls with the base options
+    before building its own part, so the base model draws exactly its own weights."""
 
     item_item: EASE
     blend_fixed: bool
     blend_weight: Tensor
 
-    @staticmethod
-    def _check_blend(name: str, blend: float | None) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        l2: float = 250.0,
+        blend: float | None = None,
+        max_items: int = 20_000,
+        **options: Any,
+    ) -> None:
+        """``l2``: EASE's regularisation (its default); ``blend``: β, or None to choose it on
+        validation after training (:func:`choose_blend`); ``max_items``: EASE's limit on the
+        dense item-item matrix; ``options``: the base model's (the registry reads them from its
+        constructor, :func:`hlrm.models.base.model_parameters`)."""
+        base_name = super().name  # the base model's, after this mixin in the MRO
         if blend is not None and (
             isinstance(blend, bool)
             or not isinstance(blend, (int, float))
             or not 0 <= blend < float("inf")
         ):
-            raise ConfigError(f"{name}: blend must be a number >= 0 or none, not {blend!r}")
-
-    def _add_item_item(
-        self, n_users: int, n_items: int, l2: float, blend: float | None, max_items: int
-    ) -> None:
-        # No random draws here, so the base part starts (and trains) exactly like the base model.
+            raise ConfigError(f"{self.name}: blend must be a number >= 0 or none, not {blend!r}")
+        # named as the variant's, and the plain base model (no such limit) as the way out
+        check_dense_item_matrix(n_items, max_items, f"{self.name}: its EASE term", base_name)
+        super().__init__(n_users, n_items, **options)
+        # No random draws after the base model's, so it starts (and trains) exactly like itself.
         self.item_item = EASE(n_users, n_items, l2=l2, max_items=max_items)
         self.blend_fixed = blend is not None
         self.register_buffer("blend_weight", torch.tensor(0.0 if blend is None else blend))
@@ -156,29 +168,10 @@ class ItemItemTerm:
 
 @register("cml+ease", "cmlease")
 class CMLEASE(ItemItemTerm, CML):
-    """CML plus β times EASE's item-item scores. ``l2``: EASE's regularisation (its default);
-    ``blend``: β, or None to choose it on validation after training (:func:`choose_blend`);
-    ``max_items``: EASE's limit on the dense item-item matrix. Other options are CML's."""
+    """CML plus β times EASE's item-item scores. Options of :class:`~hlrm.models.cml.CML`, plus
+    ``l2``, ``blend`` and ``max_items`` (:class:`ItemItemTerm`)."""
 
     name = "cml-ease"
-
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        *,
-        dim: int = 100,
-        max_norm: float = 1.0,
-        item_bias: bool = False,
-        l2: float = 250.0,
-        blend: float | None = None,
-        max_items: int = 20_000,
-    ) -> None:
-        self._check_blend("cml-ease", blend)
-        # named as cml-ease's, and plain CML (no such limit) as the way out
-        check_dense_item_matrix(n_items, max_items, "cml-ease: its EASE term", "cml")
-        super().__init__(n_users, n_items, dim=dim, max_norm=max_norm, item_bias=item_bias)
-        self._add_item_item(n_users, n_items, l2, blend, max_items)
 
     @torch.no_grad()
     def explain(
@@ -225,103 +218,19 @@ class RelationItemItem(ItemItemTerm):
 class HLREASE(RelationItemItem, HLR):
     """HLR plus β times EASE's item-item scores: HLR trained exactly as :class:`HLR` (its
     default two stages included), then β chosen on validation. Options of :class:`HLR`, plus
-    ``l2``, ``blend`` and ``max_items`` as in :class:`CMLEASE`."""
+    ``l2``, ``blend`` and ``max_items`` (:class:`ItemItemTerm`)."""
 
     name = "hlr-ease"
-
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        *,
-        dim: int = 100,
-        n_slots: int = 20,
-        max_norm: float = 1.0,
-        history_size: int = 50,
-        history_sampling: str = "random",
-        copy: bool = False,
-        beta: float = 1.0,
-        clip: str = "none",
-        memory_init: str = "normal",
-        address_scale: float = 1.0,
-        attention_scale: float = 1.0,
-        learn_scales: bool = False,
-        l2: float = 250.0,
-        blend: float | None = None,
-        max_items: int = 20_000,
-    ) -> None:
-        self._check_blend("hlr-ease", blend)
-        check_dense_item_matrix(n_items, max_items, "hlr-ease: its EASE term", "hlr")
-        super().__init__(
-            n_users,
-            n_items,
-            dim=dim,
-            n_slots=n_slots,
-            max_norm=max_norm,
-            history_size=history_size,
-            history_sampling=history_sampling,
-            copy=copy,
-            beta=beta,
-            clip=clip,
-            memory_init=memory_init,
-            address_scale=address_scale,
-            attention_scale=attention_scale,
-            learn_scales=learn_scales,
-        )
-        self._add_item_item(n_users, n_items, l2, blend, max_items)
 
 
 @register("hlrpp-ease", "hlrppease", "hlr+++ease")
 class HLRPlusPlusEASE(RelationItemItem, HLRPlusPlus):
     """HLR++ plus β times EASE's item-item scores: HLR++ trained exactly as
     :class:`~hlrm.models.hlr.HLRPlusPlus` (its default two stages included), then β chosen on
-    validation. Options of HLR++, plus ``l2``, ``blend`` and ``max_items`` as in
-    :class:`CMLEASE`."""
+    validation. Options of HLR++, plus ``l2``, ``blend`` and ``max_items``
+    (:class:`ItemItemTerm`)."""
 
     name = "hlr++-ease"
-
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        *,
-        dim: int = 100,
-        n_slots: int = 20,
-        max_norm: float = 1.0,
-        history_size: int = 50,
-        history_sampling: str = "random",
-        copy: bool = False,
-        beta: float = 1.0,
-        clip: str = "none",
-        memory_init: str = "normal",
-        address_scale: float = 1.0,
-        attention_scale: float = 1.0,
-        learn_scales: bool = False,
-        padding_quirk: bool = False,
-        l2: float = 250.0,
-        blend: float | None = None,
-        max_items: int = 20_000,
-    ) -> None:
-        self._check_blend("hlr++-ease", blend)
-        check_dense_item_matrix(n_items, max_items, "hlr++-ease: its EASE term", "hlr++")
-        super().__init__(
-            n_users,
-            n_items,
-            dim=dim,
-            n_slots=n_slots,
-            max_norm=max_norm,
-            history_size=history_size,
-            history_sampling=history_sampling,
-            copy=copy,
-            beta=beta,
-            clip=clip,
-            memory_init=memory_init,
-            address_scale=address_scale,
-            attention_scale=attention_scale,
-            learn_scales=learn_scales,
-            padding_quirk=padding_quirk,
-        )
-        self._add_item_item(n_users, n_items, l2, blend, max_items)
 
 
 #: The item-item variant of each base model (:func:`item_item_variant`).
