@@ -216,14 +216,15 @@ def _constructor_options(cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
-        constructors.append(init)
-        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values()):
+        parameters = inspect.signature(init).parameters.values()
+        constructors.append((init, parameters))
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             break
     defaults: dict[str, Any] = {}
     hints: dict[str, Any] = {}
-    for init in reversed(constructors):  # the base's options first, an extension's after
+    for init, parameters in reversed(constructors):  # the base's options first, then an extension's
         own_hints = typing.get_type_hints(init)
-        for p in inspect.signature(init).parameters.values():
+        for p in parameters:
             if p.kind is p.KEYWORD_ONLY and p.default is not inspect.Parameter.empty:
                 defaults[p.name] = p.default
                 if p.name in own_hints:
@@ -242,14 +243,13 @@ def checked_options(name: str, params: dict[str, Any]) -> dict[str, Any]:
     :class:`ConfigError`; the string "none" means None for an option that admits None (TOML,
     hence a command line, has no null)."""
     key = canonical_name(name)
-    accepted = model_parameters(key)
+    accepted, hints = _constructor_options(MODELS[key])
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ConfigError(
             f"model {key!r} has no option(s) {', '.join(unknown)}; "
             f"its options are: {', '.join(sorted(accepted)) or 'none'}"
         )
-    hints = _constructor_options(MODELS[key])[1]
     checked = dict(params)
     for option, value in params.items():
         hint = hints.get(option)
