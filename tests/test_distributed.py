@@ -107,7 +107,11 @@ def assert_same_training(name: str, data: str | None, options: dict) -> None:
 
 
 @pytest.mark.dataset
-def test_one_ddp_epoch_on_ml100k_gives_the_single_process_parameters(data_dir):
+def test_one_ddp_epoch_on_ml100k_gives_the_single_process_parameters(data_dir, monkeypatch):
+    # The spawned processes read the dataset through the library's own lookup, which knows
+    # only $HLRM_DATA_DIR and the cache: name the directory the fixture found (it may be the
+    # default ../shared/data with the variable unset).
+    monkeypatch.setenv("HLRM_DATA_DIR", str(data_dir))
     assert_same_training("cml", "ml-100k", {})
 
 

@@ -22,6 +22,37 @@ def test_masked_attention_equals_naive_formula(beta):
     assert torch.all(weights[~mask] == 0)
 
 
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
+def test_masked_attention_gradient_equals_the_naive_formulas(beta):
+    """Also for rows whose normaliser is exactly 1: one valid slot, or the others underflowing
+    (torch >= 2.14 passes no gradient through clamp at its bound; the normaliser must not
+    depend on that convention)."""
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 3, 9, generator=generator, dtype=torch.float64)
+    logits[2, 0, 1] = 800.0  # exp(w - peak) underflows to 0 for every other slot of this row
+    mask = torch.rand(4, 3, 9, generator=generator) < 0.6
+    mask[1, :] = False
+    mask[1, :, 4] = True  # rows with exactly one valid slot
+    mask[2, 0, 1] = True
+    mask[3, 2] = False  # a row without any valid slot
+    upstream = torch.randn(4, 3, 9, generator=generator, dtype=torch.float64)
+
+    def naive(values):  # row by row: exp(w_j - β logsumexp(valid w)) on the valid slots
+        rows = []
+        for row, valid in zip(values.reshape(-1, 9), mask.reshape(-1, 9), strict=True):
+            kept = row[valid]
+            weights = torch.exp(kept - beta * torch.logsumexp(kept, 0)) if len(kept) else kept
+            rows.append(torch.zeros_like(row).masked_scatter(valid, weights))
+        return torch.stack(rows).view_as(values)
+
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    (masked_attention(ours, mask, beta) * upstream).sum().backward()
+    (naive(theirs) * upstream).sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-10, atol=1e-12)
+    if beta == 1.0:  # a softmax over one slot is constant
+        assert torch.all(ours.grad[1] == 0)
+
+
 def test_masked_attention_is_stable_and_nan_free():
     logits = torch.tensor([[1000.0, 999.0, -5.0], [0.0, 0.0, 0.0]], requires_grad=True)
     mask = torch.tensor([[True, True, False], [False, False, False]])

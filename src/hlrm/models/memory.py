@@ -130,7 +130,11 @@ def masked_attention(logits: Tensor, mask: Tensor, beta: float = 1.0) -> Tensor:
     peak = filled.amax(-1, keepdim=True).detach()
     peak = peak.masked_fill(peak == float("-inf"), 0.0)  # rows without a valid slot
     exponentials = torch.exp(filled - peak)
-    total = exponentials.sum(-1, keepdim=True).clamp_min(1.0)  # >= 1 where a slot is valid
+    total = exponentials.sum(-1, keepdim=True)  # >= 1 where a slot is valid (the peak's exp(0))
+    # Rows without a valid slot divide by 1 instead of 0. Not clamp_min(1.0): a row with one
+    # valid slot sums to exactly 1, and since torch 2.14 clamp passes no gradient at its bound,
+    # which silently dropped the normaliser's gradient from every such row.
+    total = total.masked_fill(total == 0, 1.0)
     return exponentials * torch.exp((1.0 - beta) * peak) / total.pow(beta)
 
 
