@@ -1,8 +1,17 @@
 """Running the command line inside a test and checking its one-line errors."""
 
+import signal
 import sys
 
 from hlrm.cli import main
+
+
+def interruptible() -> None:
+    """``preexec_fn`` of a console-script subprocess that a test stops with Ctrl-C (SIGINT):
+    a shell starts background jobs with SIGINT ignored and children inherit that, so a test
+    suite launched with ``&`` would otherwise see Ctrl-C do nothing. Python installs its
+    KeyboardInterrupt handler only when SIGINT is not ignored at start-up."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import interruptible
+
 SCRIPT = shutil.which("hlrm", path=str(Path(sys.executable).parent)) or shutil.which("hlrm")
 pytestmark = pytest.mark.skipif(SCRIPT is None, reason="the hlrm console script is not installed")
 
@@ -66,6 +68,7 @@ def test_ctrl_c_exits_130(tmp_path):
         text=True,
         cwd=tmp_path,
         env=env,
+        preexec_fn=interruptible,
     )
     time.sleep(8)  # past the imports, inside training
     process.send_signal(signal.SIGINT)

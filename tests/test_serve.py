@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from cli_helpers import interruptible
 from hlrm import runs
 from serve_helpers import random_run, trained_run_dir
 from test_console_script import SCRIPT, run_script
@@ -231,6 +232,7 @@ def start_server(run_dir, *args: str) -> tuple[subprocess.Popen, str]:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=interruptible,
     )
     line = process.stdout.readline()
     if "serving" not in line:
