@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from hlrm.evaluation.diagnostics import attention_entropy
@@ -22,9 +21,7 @@ def scales(model) -> dict[str, float]:
     memory = getattr(model, "lram", None)
     if memory is None:
         return {}
-    if not memory.scaled:
-        return {"address_scale": 1.0, "attention_scale": 1.0}
-    address, attention = (math.exp(float(value)) for value in memory.log_scales.detach())
+    address, attention = memory.scales
     return {"address_scale": round(address, 4), "attention_scale": round(attention, 4)}
 
 

@@ -136,6 +136,15 @@ def test_learned_scales_receive_gradients_and_stay_positive():
     assert "lram.log_scales" not in create_model("hlr", 3, 4, dim=4).state_dict()
 
 
+def test_memory_scales_are_the_factors_the_logits_are_multiplied_by():
+    scaled = create_model("hlr", 3, 4, dim=4, address_scale=11.75, attention_scale=0.3)
+    address, attention = scaled.lram.scales
+    assert torch.equal(scaled.lram.scaled_keys, scaled.lram.keys * torch.tensor(address))
+    logits = torch.randn(5)
+    assert torch.equal(scaled.lram.attention_logits(logits), logits * torch.tensor(attention))
+    assert create_model("hlr", 3, 4, dim=4).lram.scales == (1.0, 1.0)
+
+
 @pytest.mark.parametrize(
     "options",
     [

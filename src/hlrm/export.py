@@ -22,7 +22,6 @@ half-written file or a directory mixing two exports.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -69,8 +68,9 @@ def model_arrays(run: Run) -> dict[str, np.ndarray]:
             continue
         value = tensor.detach().to("cpu")
         if name == "lram.log_scales":
-            arrays["address_scale"] = np.float32(math.exp(float(value[0])))
-            arrays["attention_scale"] = np.float32(math.exp(float(value[1])))
+            address, attention = run.model.lram.scales
+            arrays["address_scale"] = np.float32(address)
+            arrays["attention_scale"] = np.float32(attention)
             continue
         arrays[MEMORY_KEYS.get(name, ITEM_ITEM_KEYS.get(name, name))] = value.numpy()
     return arrays

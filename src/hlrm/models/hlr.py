@@ -161,7 +161,7 @@ class HLR(MemoryTranslationModel):
             pool_mask=mask,
             keys=self.lram.scaled_keys,
             memory=self.lram.memory,
-            attention_scale=float(self.lram.attention_logits(table.new_ones(()))),
+            attention_scale=self.lram.scales[1],
             beta=self.beta,
             items=table if items is None else table.index_select(0, items),
             item_norm=float(table.detach().norm(dim=1).max()) if len(table) else 0.0,

@@ -91,6 +91,18 @@ class RelationMemory(nn.Module):
         return self.memory.shape[0]
 
     @property
+    def scales(self) -> tuple[float, float]:
+        """The (address, attention) logit scales as numbers: ``exp(log_scales)`` computed as the
+        scorers and the training loss compute it (in the parameters' dtype, so a float32 model's
+        scales are the float32 factors its logits are multiplied by); (1, 1) when unscaled.
+        The one place that decodes ``log_scales`` for readers outside the forward pass (the
+        scorers' problem description, exports, the entropy benchmark)."""
+        if not self.scaled:
+            return 1.0, 1.0
+        address, attention = self.log_scales.detach().exp().tolist()
+        return address, attention
+
+    @property
     def scaled_keys(self) -> Tensor:
         """The keys that address the memory: K times the address scale."""
         return self.keys * self.log_scales[0].exp() if self.scaled else self.keys
