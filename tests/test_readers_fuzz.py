@@ -631,3 +631,18 @@ def test_titles_that_are_not_csv(tmp_path: Path) -> None:
         read_titles(path)
     path.write_bytes(b'movieId,title\n1,"' + b"x" * 300_000 + b'"\n')
     assert len(read_titles(path)[1]) == 300_000
+
+
+def test_a_zip_member_with_an_empty_name_is_one_clear_error(tmp_path: Path) -> None:
+    # Found by test_mutated_valid_files: a zeroed byte of the central directory left a member
+    # named "", on which zipfile's is_dir() raises IndexError.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("x", "user,item\n1,2\n")
+    raw = bytearray(buffer.getvalue())
+    directory = raw.rindex(b"PK\x01\x02")
+    raw[directory + 28 : directory + 30] = b"\x00\x00"  # the member's name length: 0
+    path = tmp_path / "data.csv.zip"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError):
+        read_interactions(path, "csv")

@@ -302,7 +302,9 @@ def _unzip(path: Path, raw: bytes) -> bytes:
             members = [
                 m
                 for m in archive.infolist()
-                if not m.is_dir() and not m.filename.startswith("__MACOSX/")
+                # a damaged central directory can give a member an empty name, on which
+                # ZipInfo.is_dir() raises IndexError: such a member is no file to read
+                if m.filename and not m.is_dir() and not m.filename.startswith("__MACOSX/")
             ]
             if len(members) != 1:
                 raise DataError(
