@@ -634,15 +634,10 @@ def test_titles_that_are_not_csv(tmp_path: Path) -> None:
 
 
 def test_a_zip_member_with_an_empty_name_is_one_clear_error(tmp_path: Path) -> None:
-    # Found by test_mutated_valid_files: a zeroed byte of the central directory left a member
-    # named "", on which zipfile's is_dir() raises IndexError.
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("x", "user,item\n1,2\n")
-    raw = bytearray(buffer.getvalue())
-    directory = raw.rindex(b"PK\x01\x02")
-    raw[directory + 28 : directory + 30] = b"\x00\x00"  # the member's name length: 0
-    path = tmp_path / "data.csv.zip"
-    path.write_bytes(bytes(raw))
+    # The case test_mutated_valid_files found: one byte of the central directory zeroed leaves a
+    # member named "", on which zipfile's is_dir() raises IndexError.
+    text = 'uid,song,stars,when,extra\nalice,7,4.5,2021-01-01,"a, b"\n12,007,3,2021-01-02,x\n'
+    path = tmp_path / "mine.csv"
+    path.write_bytes(mutated(compress(text.encode(), "zip"), [(0, 149, 0)]))
     with pytest.raises(DataError):
-        read_interactions(path, "csv")
+        read_interactions(path, "csv", user_col="uid", item_col="song")
